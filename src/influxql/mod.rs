@@ -1,0 +1,123 @@
+//! InfluxQL: lexer → AST → plan → execute → encode.
+//!
+//! (The helper that builds it replaces this doc with the real one.)
+//!
+//! Contract with the HTTP layer:
+//! - [`parse`] turns the `q` text into a [`Query`] (statements separated by `;`)
+//!   or a [`ParseError`] whose `Display` is InfluxDB's text
+//!   (`error parsing query: …`), answered with 400.
+//! - [`execute`] runs the statements against the storage engine and returns one
+//!   [`StatementResult`] per statement, with InfluxDB's "not executed" rule.
+//! - `encode_*` produce the bytes of the response (JSON, CSV, chunked JSON).
+
+use crate::storage::Storage;
+
+/// A parsed query: one or more statements.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {}
+
+impl Query {
+    /// The statements that change data or schema, printed as InfluxDB prints
+    /// them (for the GET deprecation warning: `deprecated use of 'CREATE DATABASE x' in a read only context, please use a POST request instead`).
+    pub fn write_statements(&self) -> Vec<String> {
+        todo!()
+    }
+}
+
+/// A query that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("error parsing query: {message}")]
+pub struct ParseError {
+    pub message: String,
+}
+
+pub fn parse(text: &str) -> Result<Query, ParseError> {
+    let _ = text;
+    todo!()
+}
+
+/// What a query runs with.
+#[derive(Debug, Clone)]
+pub struct QueryContext {
+    /// `db=`.
+    pub database: Option<String>,
+    /// `rp=`.
+    pub retention_policy: Option<String>,
+    /// The query's `now()`, nanoseconds.
+    pub now: i64,
+}
+
+/// A cell of a result row. Times stay integers until encoding (`epoch=`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Null,
+    Time(i64),
+    Float(f64),
+    Integer(i64),
+    Unsigned(u64),
+    String(String),
+    Boolean(bool),
+}
+
+/// One series of a statement's result.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ResultSeries {
+    pub name: Option<String>,
+    /// `None` when the statement has no GROUP BY tags.
+    pub tags: Option<Vec<(String, String)>>,
+    pub columns: Vec<String>,
+    pub values: Vec<Vec<Cell>>,
+    pub partial: bool,
+}
+
+/// A message attached to a statement's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub level: String,
+    pub text: String,
+}
+
+/// The result of one statement.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StatementResult {
+    pub statement_id: usize,
+    pub series: Vec<ResultSeries>,
+    pub messages: Vec<Message>,
+    pub error: Option<String>,
+    pub partial: bool,
+}
+
+/// Run every statement; after a failing statement the rest are "not executed".
+pub fn execute(query: &Query, context: &QueryContext, storage: &Storage) -> Vec<StatementResult> {
+    let _ = (query, context, storage);
+    todo!()
+}
+
+/// Time format of a response: RFC3339 (no `epoch=`) or an integer epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Epoch {
+    Rfc3339,
+    /// Divide nanoseconds by this.
+    Units(i64),
+}
+
+impl Epoch {
+    /// `epoch=` parameter: `h`, `m`, `s`, `ms`, `u`/`us`, `ns`; anything else gives nanoseconds.
+    pub fn from_param(value: Option<&str>) -> Epoch {
+        match value {
+            None => Epoch::Rfc3339,
+            Some("h") => Epoch::Units(3_600_000_000_000),
+            Some("m") => Epoch::Units(60_000_000_000),
+            Some("s") => Epoch::Units(1_000_000_000),
+            Some("ms") => Epoch::Units(1_000_000),
+            Some("u") | Some("us") | Some("µ") => Epoch::Units(1_000),
+            Some(_) => Epoch::Units(1),
+        }
+    }
+}
+
+/// `{"results":[…]}`, pretty-printed with `pretty=true`.
+pub fn encode_json(results: &[StatementResult], epoch: Epoch, pretty: bool) -> Vec<u8> {
+    let _ = (results, epoch, pretty);
+    todo!()
+}

@@ -1,0 +1,1 @@
+//! Wires storage and the HTTP server together.

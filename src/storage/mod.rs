@@ -1,0 +1,263 @@
+//! The storage engine: a columnar time-series store over fjall.
+//!
+//! (The helper that builds the engine replaces this doc with the real one:
+//! catalog, series index, inverted index, shard groups, WAL + group commit,
+//! write buffer, compressed column blocks, retention.)
+//!
+//! The public API below is the contract the HTTP layer and the InfluxQL
+//! executor build on. Every call blocks (fjall blocks): async callers go
+//! through `spawn_blocking` / `web::block`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::lineproto::Point;
+
+/// A field's type, as InfluxDB names it in `SHOW FIELD KEYS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FieldType {
+    Float,
+    Integer,
+    Unsigned,
+    String,
+    Boolean,
+}
+
+impl FieldType {
+    /// `float`, `integer`, `unsigned`, `string`, `boolean`.
+    pub fn name(self) -> &'static str {
+        match self {
+            FieldType::Float => "float",
+            FieldType::Integer => "integer",
+            FieldType::Unsigned => "unsigned",
+            FieldType::String => "string",
+            FieldType::Boolean => "boolean",
+        }
+    }
+}
+
+/// A stored field value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Float(f64),
+    Integer(i64),
+    Unsigned(u64),
+    String(String),
+    Boolean(bool),
+}
+
+impl Value {
+    pub fn field_type(&self) -> FieldType {
+        match self {
+            Value::Float(_) => FieldType::Float,
+            Value::Integer(_) => FieldType::Integer,
+            Value::Unsigned(_) => FieldType::Unsigned,
+            Value::String(_) => FieldType::String,
+            Value::Boolean(_) => FieldType::Boolean,
+        }
+    }
+}
+
+/// A retention policy as stored in the catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionPolicyInfo {
+    pub name: String,
+    /// `Duration::ZERO` means infinite.
+    pub duration: Duration,
+    pub shard_group_duration: Duration,
+    pub replication: u32,
+    pub default: bool,
+}
+
+/// What CREATE DATABASE … WITH / CREATE RETENTION POLICY ask for.
+/// `None` means the default (infinite duration, replication 1, and a shard
+/// group duration derived from the duration as InfluxDB does).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionPolicySpec {
+    pub name: String,
+    pub duration: Option<Duration>,
+    pub shard_group_duration: Option<Duration>,
+    pub replication: Option<u32>,
+}
+
+/// Changes asked by ALTER RETENTION POLICY; `None` leaves a setting alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionPolicyUpdate {
+    pub duration: Option<Duration>,
+    pub shard_group_duration: Option<Duration>,
+    pub replication: Option<u32>,
+    pub make_default: bool,
+}
+
+/// A series of a measurement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesInfo {
+    pub id: u64,
+    pub measurement: String,
+    /// Sorted by key.
+    pub tags: Vec<(String, String)>,
+    /// The canonical, escaped series key: `measurement,k1=v1,k2=v2`.
+    pub key: String,
+}
+
+/// The outcome of a write that was (at least partly) accepted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteOutcome {
+    pub written: usize,
+    /// Points refused because of a field type conflict.
+    pub dropped: usize,
+    /// InfluxDB's text for the first conflict, e.g.
+    /// `field type conflict: input field "f" on measurement "m" is type integer, already exists as type float`.
+    pub conflict: Option<String>,
+}
+
+/// Storage errors. The variant says what the caller does with it.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The client named a database that does not exist (404 on /write).
+    #[error("database not found: {0}")]
+    DatabaseNotFound(String),
+    /// The client named a retention policy that does not exist.
+    #[error("retention policy not found: {0}")]
+    RetentionPolicyNotFound(String),
+    /// A client mistake in DDL, with InfluxDB's text (e.g. `retention policy conflicts with an existing policy`).
+    #[error("{0}")]
+    Invalid(String),
+    /// A whole batch refused (e.g. a field type conflict inside one batch), InfluxDB's text.
+    #[error("{0}")]
+    WriteRejected(String),
+    /// The engine failed: the caller answers 500 and the data may be at risk.
+    #[error("storage engine: {0}")]
+    Engine(String),
+}
+
+/// How to open the engine.
+#[derive(Debug, Clone)]
+pub struct StorageOptions {
+    pub data_dir: PathBuf,
+    /// fsync the WAL before acknowledging (group commit); only tests turn it off.
+    pub wal_fsync: bool,
+    /// Flush the write buffer to blocks when it holds this many bytes.
+    pub buffer_max_bytes: u64,
+    /// Flush the write buffer when its oldest entry is this old.
+    pub buffer_max_age: Duration,
+    /// How often expired shard groups are looked for.
+    pub retention_check_interval: Duration,
+}
+
+impl StorageOptions {
+    pub fn for_test(data_dir: PathBuf) -> Self {
+        StorageOptions {
+            data_dir,
+            wal_fsync: false,
+            buffer_max_bytes: 64 << 20,
+            buffer_max_age: Duration::from_secs(60),
+            retention_check_interval: Duration::from_secs(1800),
+        }
+    }
+}
+
+/// The engine. Cheap to clone; every clone shares one store.
+#[derive(Clone)]
+pub struct Storage {}
+
+#[allow(unused_variables)]
+impl Storage {
+    pub fn open(options: StorageOptions) -> Result<Storage, StorageError> {
+        todo!()
+    }
+
+    /// Flush the write buffer and stop background work (clean shutdown).
+    pub fn close(&self) -> Result<(), StorageError> {
+        todo!()
+    }
+
+    // ---- catalog
+
+    /// Idempotent when the database exists with the same default RP; an RP spec
+    /// that conflicts gives InfluxDB's error.
+    pub fn create_database(&self, name: &str, rp: Option<RetentionPolicySpec>) -> Result<(), StorageError> {
+        todo!()
+    }
+    /// Dropping a database that does not exist succeeds (as in InfluxDB).
+    pub fn drop_database(&self, name: &str) -> Result<(), StorageError> {
+        todo!()
+    }
+    /// In creation order.
+    pub fn database_names(&self) -> Vec<String> {
+        todo!()
+    }
+    pub fn database_exists(&self, name: &str) -> bool {
+        todo!()
+    }
+    pub fn create_retention_policy(&self, db: &str, spec: RetentionPolicySpec, make_default: bool) -> Result<(), StorageError> {
+        todo!()
+    }
+    pub fn alter_retention_policy(&self, db: &str, name: &str, update: RetentionPolicyUpdate) -> Result<(), StorageError> {
+        todo!()
+    }
+    pub fn drop_retention_policy(&self, db: &str, name: &str) -> Result<(), StorageError> {
+        todo!()
+    }
+    /// In creation order.
+    pub fn retention_policies(&self, db: &str) -> Result<Vec<RetentionPolicyInfo>, StorageError> {
+        todo!()
+    }
+    pub fn default_retention_policy(&self, db: &str) -> Result<String, StorageError> {
+        todo!()
+    }
+
+    // ---- writes
+
+    /// Store points; durable (fsynced, group commit) when this returns.
+    /// `rp` `None` is the database's default retention policy.
+    pub fn write(&self, db: &str, rp: Option<&str>, points: &[Point<'_>]) -> Result<WriteOutcome, StorageError> {
+        todo!()
+    }
+
+    // ---- schema reads (the series index is per database)
+
+    /// Sorted.
+    pub fn measurements(&self, db: &str) -> Result<Vec<String>, StorageError> {
+        todo!()
+    }
+    /// Sorted by field name.
+    pub fn field_types(&self, db: &str, measurement: &str) -> Result<Vec<(String, FieldType)>, StorageError> {
+        todo!()
+    }
+    /// Sorted.
+    pub fn tag_keys(&self, db: &str, measurement: &str) -> Result<Vec<String>, StorageError> {
+        todo!()
+    }
+    /// Sorted.
+    pub fn tag_values(&self, db: &str, measurement: &str, tag_key: &str) -> Result<Vec<String>, StorageError> {
+        todo!()
+    }
+    /// Every series of a measurement, sorted by series key.
+    pub fn series(&self, db: &str, measurement: &str) -> Result<Vec<SeriesInfo>, StorageError> {
+        todo!()
+    }
+    /// Series ids of a measurement with `tag_key = tag_value` (inverted index), sorted.
+    pub fn series_with_tag(&self, db: &str, measurement: &str, tag_key: &str, tag_value: &str) -> Result<Vec<u64>, StorageError> {
+        todo!()
+    }
+    pub fn drop_measurement(&self, db: &str, measurement: &str) -> Result<(), StorageError> {
+        todo!()
+    }
+
+    // ---- data reads
+
+    /// The values of one field of one series with `min_time <= time <= max_time`,
+    /// ascending by time, one value per timestamp (the highest version wins).
+    pub fn read_field(
+        &self,
+        db: &str,
+        rp: &str,
+        series_id: u64,
+        field: &str,
+        min_time: i64,
+        max_time: i64,
+    ) -> Result<Vec<(i64, Value)>, StorageError> {
+        todo!()
+    }
+}
