@@ -1,1 +1,80 @@
-fn main(){}
+//! The `dynaflux` command line: `serve` a node.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use dynaflux::config::{Config, Overrides};
+
+#[derive(Parser)]
+#[command(name = "dynaflux", version, about = "A leaderless time-series database cluster that speaks InfluxDB 1.x")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve a node: the InfluxDB 1.x HTTP API over the local store.
+    Serve {
+        /// TOML configuration file (see cluster.example.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Overrides `http.bind`.
+        #[arg(long)]
+        http_bind: Option<SocketAddr>,
+        /// Overrides `node.data_dir`.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Overrides `node.id`.
+        #[arg(long)]
+        node_id: Option<String>,
+    },
+}
+
+/// Exit code for a configuration error, as operators' scripts expect.
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Serve {
+            config,
+            http_bind,
+            data_dir,
+            node_id,
+        } => {
+            let overrides = Overrides {
+                http_bind,
+                data_dir,
+                node_id,
+            };
+            let config = match Config::load(config.as_deref(), None, &overrides) {
+                Ok(config) => config,
+                Err(error) => {
+                    eprintln!("dynaflux: {error}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            match dynaflux::node::run(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(dynaflux::node::NodeError::Config(message)) => {
+                    eprintln!("dynaflux: configuration error: {message}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+                Err(error) => {
+                    eprintln!("dynaflux: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,1 +1,90 @@
-//! The InfluxDB 1.x HTTP API.
+//! The InfluxDB 1.x HTTP API on actix-web: `/write`, `/query`, `/ping`,
+//! `/health`.
+//!
+//! Handlers are the hot path: they parse, write and scan themselves, calling
+//! the storage engine through `web::block` because fjall blocks; nothing goes
+//! through an actor mailbox. Status codes, headers and JSON bodies follow
+//! InfluxDB 1.6.7: a client's mistake is a 4xx with InfluxDB's error text, an
+//! engine failure is a 500, and every response carries a `Request-Id` and the
+//! `X-Influxdb-Version` header that client libraries look for.
+
+mod body;
+mod error;
+mod params;
+mod ping;
+mod query;
+mod write;
+
+use std::sync::Arc;
+
+use actix_web::dev::Service;
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::web;
+
+pub use error::ApiError;
+
+use crate::storage::Storage;
+
+/// What InfluxDB clients see as the server version. The `1.6.7` prefix tells
+/// client libraries which API dialect to speak; the suffix is ours.
+pub const INFLUXDB_VERSION: &str = concat!("1.6.7-dynaflux-", env!("CARGO_PKG_VERSION"));
+/// The `X-Influxdb-Build` header: InfluxDB says `OSS` or `ENT`.
+pub const INFLUXDB_BUILD: &str = "OSS";
+
+/// Shared, immutable state of the HTTP handlers.
+pub struct ApiState {
+    pub storage: Storage,
+    /// Largest request body after decompression.
+    pub max_body_size: usize,
+}
+
+/// Register the API's routes and middleware on an actix-web app.
+pub fn configure(state: Arc<ApiState>) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg: &mut web::ServiceConfig| {
+        cfg.app_data(web::Data::from(state))
+            .route("/write", web::post().to(write::write))
+            .route("/query", web::get().to(query::query))
+            .route("/query", web::post().to(query::query))
+            .route("/ping", web::get().to(ping::ping))
+            .route("/ping", web::head().to(ping::ping))
+            .route("/health", web::get().to(ping::health));
+    }
+}
+
+/// Build the app with the standard headers middleware. Used by the node and by tests.
+pub fn app(
+    state: Arc<ApiState>,
+) -> actix_web::App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<actix_web::body::BoxBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    actix_web::App::new()
+        .configure(configure(state))
+        .default_service(web::to(error::not_found))
+        .wrap_fn(|request, service| {
+            let response = service.call(request);
+            async move {
+                let mut response = response.await?;
+                let headers = response.headers_mut();
+                let request_id = uuid::Uuid::new_v4().to_string();
+                if let Ok(value) = HeaderValue::from_str(&request_id) {
+                    headers.insert(HeaderName::from_static("request-id"), value.clone());
+                    headers.insert(HeaderName::from_static("x-request-id"), value);
+                }
+                headers.insert(
+                    HeaderName::from_static("x-influxdb-version"),
+                    HeaderValue::from_static(INFLUXDB_VERSION),
+                );
+                headers.insert(
+                    HeaderName::from_static("x-influxdb-build"),
+                    HeaderValue::from_static(INFLUXDB_BUILD),
+                );
+                Ok(response)
+            }
+        })
+}

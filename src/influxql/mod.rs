@@ -19,7 +19,8 @@ pub struct Query {}
 impl Query {
     /// The statements that change data or schema, printed as InfluxDB prints
     /// them (for the GET deprecation warning: `deprecated use of 'CREATE DATABASE x' in a read only context, please use a POST request instead`).
-    pub fn write_statements(&self) -> Vec<String> {
+    /// Each item is `(statement index, printed statement)`.
+    pub fn write_statements(&self) -> Vec<(usize, String)> {
         todo!()
     }
 }

@@ -1,0 +1,67 @@
+//! `GET|POST /query`: InfluxQL in, InfluxDB's JSON (or CSV) out.
+//!
+//! A query that does not parse is a 400; a statement that fails is reported
+//! inside a 200, as InfluxDB does.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use actix_web::http::Method;
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::body::read_body;
+use super::params::Params;
+use super::{ApiError, ApiState};
+use crate::influxql::{self, Epoch, Message, QueryContext};
+
+pub async fn query(
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    let mut params = Params::from_query_string(request.query_string());
+    let is_form = request
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/x-www-form-urlencoded"));
+    if request.method() == Method::POST && is_form {
+        let body = read_body(&request, payload, state.max_body_size).await?;
+        params.extend(&body);
+    }
+    let text = params
+        .non_empty("q")
+        .ok_or_else(|| ApiError::BadRequest("missing required parameter \"q\"".into()))?;
+    let parsed = influxql::parse(text).map_err(|error| ApiError::BadRequest(error.to_string()))?;
+    let context = QueryContext {
+        database: params.non_empty("db").map(str::to_string),
+        retention_policy: params.non_empty("rp").map(str::to_string),
+        now: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0),
+    };
+    let epoch = Epoch::from_param(params.get("epoch"));
+    let pretty = params.flag("pretty");
+    let read_only = request.method() == Method::GET;
+    let storage = state.storage.clone();
+    let body = web::block(move || {
+        let mut results = influxql::execute(&parsed, &context, &storage);
+        if read_only {
+            for (index, statement) in parsed.write_statements() {
+                if let Some(result) = results.get_mut(index) {
+                    result.messages.push(Message {
+                        level: "warning".into(),
+                        text: format!(
+                            "deprecated use of '{statement}' in a read only context, please use a POST request instead"
+                        ),
+                    });
+                }
+            }
+        }
+        influxql::encode_json(&results, epoch, pretty)
+    })
+    .await?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body))
+}

@@ -1,0 +1,80 @@
+//! `POST /write`: line protocol in, 204 out.
+//!
+//! Bad lines are reported with InfluxDB's partial-write semantics: the good
+//! lines are stored and the answer is 400 `partial write: … dropped=N`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::body::read_body;
+use super::params::Params;
+use super::{ApiError, ApiState};
+use crate::config::WriteConsistency;
+use crate::lineproto::{self, Precision};
+
+pub async fn write(
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    let params = Params::from_query_string(request.query_string());
+    let database = params
+        .non_empty("db")
+        .ok_or_else(|| ApiError::BadRequest("database is required".into()))?
+        .to_string();
+    if let Some(level) = params.non_empty("consistency") {
+        if WriteConsistency::from_param(level).is_none() {
+            return Err(ApiError::BadRequest(format!("invalid consistency level: {level}")));
+        }
+    }
+    let storage = state.storage.clone();
+    if !storage.database_exists(&database) {
+        return Err(ApiError::NotFound(format!("database not found: {database:?}")));
+    }
+    let retention_policy = params.non_empty("rp").map(str::to_string);
+    // InfluxDB ignores a precision it does not know and reads nanoseconds.
+    let precision = params
+        .get("precision")
+        .and_then(Precision::from_param)
+        .unwrap_or_default();
+    let body = read_body(&request, payload, state.max_body_size).await?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(HttpResponse::NoContent().finish());
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0);
+    web::block(move || {
+        let batch = lineproto::parse(&body, precision, now);
+        let parse_errors = batch
+            .errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
+        if batch.points.is_empty() {
+            if parse_errors.is_empty() {
+                return Ok(());
+            }
+            return Err(ApiError::BadRequest(parse_errors));
+        }
+        let outcome = storage.write(&database, retention_policy.as_deref(), &batch.points)?;
+        if outcome.dropped > 0 {
+            let reason = outcome.conflict.unwrap_or_else(|| "points dropped".into());
+            return Err(ApiError::BadRequest(format!(
+                "partial write: {reason} dropped={}",
+                outcome.dropped
+            )));
+        }
+        if !parse_errors.is_empty() {
+            return Err(ApiError::BadRequest(format!(
+                "partial write: {parse_errors} dropped=0"
+            )));
+        }
+        Ok(())
+    })
+    .await??;
+    Ok(HttpResponse::NoContent().finish())
+}
