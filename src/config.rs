@@ -276,7 +276,9 @@ impl Config {
             ));
         }
         if self.http.max_body_size.as_u64() == 0 {
-            return Err(ConfigError("http.max_body_size: must be greater than 0".into()));
+            return Err(ConfigError(
+                "http.max_body_size: must be greater than 0".into(),
+            ));
         }
         if let Some(id) = &self.node.id {
             let valid = !id.is_empty()
@@ -291,13 +293,17 @@ impl Config {
             }
         }
         if self.cluster.replication_factor == 0 {
-            return Err(ConfigError("cluster.replication_factor: must be at least 1".into()));
+            return Err(ConfigError(
+                "cluster.replication_factor: must be at least 1".into(),
+            ));
         }
         if self.cluster.vnodes == 0 {
             return Err(ConfigError("cluster.vnodes: must be at least 1".into()));
         }
         if self.storage.buffer_max_size.as_u64() < 1 << 20 {
-            return Err(ConfigError("storage.buffer_max_size: must be at least 1MiB".into()));
+            return Err(ConfigError(
+                "storage.buffer_max_size: must be at least 1MiB".into(),
+            ));
         }
         Ok(())
     }
@@ -365,10 +371,19 @@ mod tests {
         let cases = [
             ("[http]\nbindd = \"x\"\n", "bindd"),
             ("[http]\nbind = \"not an address\"\n", "http.bind"),
-            ("[storage]\nbuffer_max_age = \"ten\"\n", "storage.buffer_max_age"),
-            ("[cluster]\nwrite_consistency = \"most\"\n", "cluster.write_consistency"),
+            (
+                "[storage]\nbuffer_max_age = \"ten\"\n",
+                "storage.buffer_max_age",
+            ),
+            (
+                "[cluster]\nwrite_consistency = \"most\"\n",
+                "cluster.write_consistency",
+            ),
             ("[nosuch]\nx = 1\n", "nosuch"),
-            ("[cluster]\nreplication_factor = 0\n", "cluster.replication_factor"),
+            (
+                "[cluster]\nreplication_factor = 0\n",
+                "cluster.replication_factor",
+            ),
             ("[http\n", "expected"),
         ];
         for (text, key) in cases {
@@ -378,9 +393,13 @@ mod tests {
                 .to_string();
             assert!(error.contains(key), "{text:?}: {error}");
         }
-        let error = Config::load(None, env(&[("DYNAFLUX_HTTP__BIND", "nope")]), &Overrides::default())
-            .expect_err("bad env")
-            .to_string();
+        let error = Config::load(
+            None,
+            env(&[("DYNAFLUX_HTTP__BIND", "nope")]),
+            &Overrides::default(),
+        )
+        .expect_err("bad env")
+        .to_string();
         assert!(error.contains("http.bind"), "{error}");
     }
 }

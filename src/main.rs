@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use dynaflux::config::{Config, Overrides};
 
 #[derive(Parser)]
-#[command(name = "dynaflux", version, about = "A leaderless time-series database cluster that speaks InfluxDB 1.x")]
+#[command(
+    name = "dynaflux",
+    version,
+    about = "A leaderless time-series database cluster that speaks InfluxDB 1.x"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -37,10 +37,12 @@ pub fn resolve_node_id(data_dir: &Path, configured: Option<&str>) -> Result<Stri
         Err(error) => return Err(error.into()),
     };
     match (persisted, configured) {
-        (Some(persisted), Some(configured)) if persisted != configured => Err(NodeError::Config(format!(
-            "node.id: the data dir {} belongs to node {persisted:?}, not {configured:?}",
-            data_dir.display()
-        ))),
+        (Some(persisted), Some(configured)) if persisted != configured => {
+            Err(NodeError::Config(format!(
+                "node.id: the data dir {} belongs to node {persisted:?}, not {configured:?}",
+                data_dir.display()
+            )))
+        }
         (Some(persisted), _) => Ok(persisted),
         (None, configured) => {
             let id = configured.map(str::to_string).unwrap_or_else(|| {
@@ -100,7 +102,10 @@ mod tests {
         let generated = resolve_node_id(dir.path(), None).expect("generate");
         assert!(generated.starts_with("node-"));
         assert_eq!(resolve_node_id(dir.path(), None).expect("again"), generated);
-        assert_eq!(resolve_node_id(dir.path(), Some(&generated)).expect("same"), generated);
+        assert_eq!(
+            resolve_node_id(dir.path(), Some(&generated)).expect("same"),
+            generated
+        );
         let error = resolve_node_id(dir.path(), Some("other")).expect_err("mismatch");
         assert!(error.to_string().contains("node.id"), "{error}");
     }

@@ -84,7 +84,10 @@ mod tests {
         let far_future = (Hlc::wall_ms() + 60_000) << LOGICAL_BITS;
         clock.observe(far_future);
         assert!(clock.now() > far_future);
-        assert_eq!(Hlc::physical_ms(far_future + 3), Hlc::physical_ms(far_future));
+        assert_eq!(
+            Hlc::physical_ms(far_future + 3),
+            Hlc::physical_ms(far_future)
+        );
         assert_eq!(Hlc::logical(far_future + 3), 3);
     }
 }

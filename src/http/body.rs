@@ -27,7 +27,8 @@ pub async fn read_body(
     let mut stream = Decompress::from_headers(payload.into_inner(), request.headers());
     let mut body = BytesMut::new();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|error| ApiError::BadRequest(format!("reading request body: {error}")))?;
+        let chunk = chunk
+            .map_err(|error| ApiError::BadRequest(format!("reading request body: {error}")))?;
         if body.len() + chunk.len() > limit {
             return Err(ApiError::PayloadTooLarge);
         }

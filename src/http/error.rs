@@ -58,7 +58,8 @@ impl ResponseError for ApiError {
         }
         let body = serde_json::json!({ "error": text });
         let mut response = HttpResponse::build(self.status_code());
-        if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&text.replace('\n', " ")) {
+        if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&text.replace('\n', " "))
+        {
             response.insert_header(("X-Influxdb-Error", value));
         }
         response.json(body)

@@ -33,6 +33,9 @@ impl Params {
 
     /// `true` for InfluxDB's truthy spellings.
     pub fn flag(&self, name: &str) -> bool {
-        matches!(self.get(name), Some("true" | "1" | "t" | "T" | "TRUE" | "True"))
+        matches!(
+            self.get(name),
+            Some("true" | "1" | "t" | "T" | "TRUE" | "True")
+        )
     }
 }

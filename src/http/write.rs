@@ -25,12 +25,16 @@ pub async fn write(
         .to_string();
     if let Some(level) = params.non_empty("consistency") {
         if WriteConsistency::from_param(level).is_none() {
-            return Err(ApiError::BadRequest(format!("invalid consistency level: {level}")));
+            return Err(ApiError::BadRequest(format!(
+                "invalid consistency level: {level}"
+            )));
         }
     }
     let storage = state.storage.clone();
     if !storage.database_exists(&database) {
-        return Err(ApiError::NotFound(format!("database not found: {database:?}")));
+        return Err(ApiError::NotFound(format!(
+            "database not found: {database:?}"
+        )));
     }
     let retention_policy = params.non_empty("rp").map(str::to_string);
     // InfluxDB ignores a precision it does not know and reads nanoseconds.

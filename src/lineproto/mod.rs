@@ -98,3 +98,42 @@ pub struct ParsedBatch<'a> {
     pub points: Vec<Point<'a>>,
     pub errors: Vec<LineError>,
 }
+
+/// The canonical, escaped series key `measurement,k1=v1,k2=v2` of a point
+/// whose tags are sorted by key, as InfluxDB prints it in `SHOW SERIES`.
+/// Storage hashes this string into the ring token.
+pub fn series_key(measurement: &str, tags: &[(impl AsRef<str>, impl AsRef<str>)]) -> String {
+    let mut key = String::with_capacity(measurement.len() + tags.len() * 16);
+    escape_into(&mut key, measurement, &[',', ' ']);
+    for (tag_key, tag_value) in tags {
+        key.push(',');
+        escape_into(&mut key, tag_key.as_ref(), &[',', '=', ' ']);
+        key.push('=');
+        escape_into(&mut key, tag_value.as_ref(), &[',', '=', ' ']);
+    }
+    key
+}
+
+fn escape_into(out: &mut String, text: &str, special: &[char]) {
+    for c in text.chars() {
+        if special.contains(&c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+}
+
+#[cfg(test)]
+mod series_key_tests {
+    use super::series_key;
+
+    #[test]
+    fn escapes_names_and_joins_tags() {
+        let tags = [("host name", "a,b"), ("region", "x=y")];
+        assert_eq!(
+            series_key("cpu load", &tags),
+            r"cpu\ load,host\ name=a\,b,region=x\=y"
+        );
+        assert_eq!(series_key::<&str, &str>("m", &[]), "m");
+    }
+}

@@ -176,7 +176,11 @@ impl Storage {
 
     /// Idempotent when the database exists with the same default RP; an RP spec
     /// that conflicts gives InfluxDB's error.
-    pub fn create_database(&self, name: &str, rp: Option<RetentionPolicySpec>) -> Result<(), StorageError> {
+    pub fn create_database(
+        &self,
+        name: &str,
+        rp: Option<RetentionPolicySpec>,
+    ) -> Result<(), StorageError> {
         todo!()
     }
     /// Dropping a database that does not exist succeeds (as in InfluxDB).
@@ -190,10 +194,20 @@ impl Storage {
     pub fn database_exists(&self, name: &str) -> bool {
         todo!()
     }
-    pub fn create_retention_policy(&self, db: &str, spec: RetentionPolicySpec, make_default: bool) -> Result<(), StorageError> {
+    pub fn create_retention_policy(
+        &self,
+        db: &str,
+        spec: RetentionPolicySpec,
+        make_default: bool,
+    ) -> Result<(), StorageError> {
         todo!()
     }
-    pub fn alter_retention_policy(&self, db: &str, name: &str, update: RetentionPolicyUpdate) -> Result<(), StorageError> {
+    pub fn alter_retention_policy(
+        &self,
+        db: &str,
+        name: &str,
+        update: RetentionPolicyUpdate,
+    ) -> Result<(), StorageError> {
         todo!()
     }
     pub fn drop_retention_policy(&self, db: &str, name: &str) -> Result<(), StorageError> {
@@ -211,7 +225,12 @@ impl Storage {
 
     /// Store points; durable (fsynced, group commit) when this returns.
     /// `rp` `None` is the database's default retention policy.
-    pub fn write(&self, db: &str, rp: Option<&str>, points: &[Point<'_>]) -> Result<WriteOutcome, StorageError> {
+    pub fn write(
+        &self,
+        db: &str,
+        rp: Option<&str>,
+        points: &[Point<'_>],
+    ) -> Result<WriteOutcome, StorageError> {
         todo!()
     }
 
@@ -222,7 +241,11 @@ impl Storage {
         todo!()
     }
     /// Sorted by field name.
-    pub fn field_types(&self, db: &str, measurement: &str) -> Result<Vec<(String, FieldType)>, StorageError> {
+    pub fn field_types(
+        &self,
+        db: &str,
+        measurement: &str,
+    ) -> Result<Vec<(String, FieldType)>, StorageError> {
         todo!()
     }
     /// Sorted.
@@ -230,7 +253,12 @@ impl Storage {
         todo!()
     }
     /// Sorted.
-    pub fn tag_values(&self, db: &str, measurement: &str, tag_key: &str) -> Result<Vec<String>, StorageError> {
+    pub fn tag_values(
+        &self,
+        db: &str,
+        measurement: &str,
+        tag_key: &str,
+    ) -> Result<Vec<String>, StorageError> {
         todo!()
     }
     /// Every series of a measurement, sorted by series key.
@@ -238,7 +266,13 @@ impl Storage {
         todo!()
     }
     /// Series ids of a measurement with `tag_key = tag_value` (inverted index), sorted.
-    pub fn series_with_tag(&self, db: &str, measurement: &str, tag_key: &str, tag_value: &str) -> Result<Vec<u64>, StorageError> {
+    pub fn series_with_tag(
+        &self,
+        db: &str,
+        measurement: &str,
+        tag_key: &str,
+        tag_value: &str,
+    ) -> Result<Vec<u64>, StorageError> {
         todo!()
     }
     pub fn drop_measurement(&self, db: &str, measurement: &str) -> Result<(), StorageError> {
