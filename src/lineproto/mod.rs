@@ -134,6 +134,9 @@ mod series_key_tests {
             series_key("cpu load", &tags),
             r"cpu\ load,host\ name=a\,b,region=x\=y"
         );
-        assert_eq!(series_key::<&str, &str>("m", &[]), "m");
+        assert_eq!(series_key("m", &[] as &[(&str, &str)]), "m");
     }
 }
+
+#[cfg(test)]
+mod tests;
