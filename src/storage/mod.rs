@@ -1,20 +1,43 @@
 //! The storage engine: a columnar time-series store over fjall.
 //!
-//! (The helper that builds the engine replaces this doc with the real one:
-//! catalog, series index, inverted index, shard groups, WAL + group commit,
-//! write buffer, compressed column blocks, retention.)
+//! - the catalog ([`catalog`]): databases, retention policies, field types;
+//! - the series index (series key <-> id) and the inverted index
+//!   (measurement -> tag key -> tag value -> series), in memory, persisted;
+//! - one fjall keyspace per shard group (db, rp, time window), so retention
+//!   drops whole keyspaces;
+//! - the write path: one WAL entry per request batch, fsynced with group
+//!   commit before the write is acknowledged; then the in-memory write buffer
+//!   per (series, field), which reads see too;
+//! - flushes that turn the buffer into compressed column blocks ([`block`])
+//!   and delete the WAL entries they cover in the same atomic fjall batch.
+//!
+//! See `engine.rs` for the key layout.
 //!
 //! The public API below is the contract the HTTP layer and the InfluxQL
 //! executor build on. Every call blocks (fjall blocks): async callers go
 //! through `spawn_blocking` / `web::block`.
 
+mod block;
+mod catalog;
+mod engine;
+#[cfg(test)]
+mod tests;
+
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use engine::Engine;
 
 use crate::lineproto::Point;
 
+/// The retention policy every new database gets.
+pub const DEFAULT_RP_NAME: &str = "autogen";
+
 /// A field's type, as InfluxDB names it in `SHOW FIELD KEYS`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum FieldType {
     Float,
     Integer,
@@ -37,7 +60,7 @@ impl FieldType {
 }
 
 /// A stored field value.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Value {
     Float(f64),
     Integer(i64),
@@ -159,17 +182,40 @@ impl StorageOptions {
 
 /// The engine. Cheap to clone; every clone shares one store.
 #[derive(Clone)]
-pub struct Storage {}
+pub struct Storage {
+    engine: Arc<Engine>,
+}
 
-#[allow(unused_variables)]
 impl Storage {
     pub fn open(options: StorageOptions) -> Result<Storage, StorageError> {
-        todo!()
+        Ok(Storage {
+            engine: Engine::open(options)?,
+        })
     }
 
     /// Flush the write buffer and stop background work (clean shutdown).
     pub fn close(&self) -> Result<(), StorageError> {
-        todo!()
+        self.engine.close()
+    }
+
+    /// Turn the write buffer into compressed blocks now.
+    pub fn flush(&self) -> Result<(), StorageError> {
+        self.engine.flush()
+    }
+
+    /// Drop the shard groups that expired at `now` (nanoseconds); returns how many.
+    pub fn enforce_retention(&self, now: i64) -> Result<usize, StorageError> {
+        self.engine.enforce_retention(now)
+    }
+
+    /// Bytes on disk (fjall's account, journals included).
+    pub fn disk_space(&self) -> u64 {
+        self.engine.disk_space()
+    }
+
+    /// The ring token of a series (see [`engine::series_token`]).
+    pub fn series_token(&self, db: &str, series_id: u64) -> Option<u64> {
+        self.engine.series_token(db, series_id)
     }
 
     // ---- catalog
@@ -181,18 +227,20 @@ impl Storage {
         name: &str,
         rp: Option<RetentionPolicySpec>,
     ) -> Result<(), StorageError> {
-        todo!()
+        self.engine.create_database(name, rp)
     }
     /// Dropping a database that does not exist succeeds (as in InfluxDB).
     pub fn drop_database(&self, name: &str) -> Result<(), StorageError> {
-        todo!()
+        self.engine.drop_database(name)
     }
     /// In creation order.
     pub fn database_names(&self) -> Vec<String> {
-        todo!()
+        self.engine
+            .with_catalog(|catalog| catalog.databases.iter().map(|db| db.name.clone()).collect())
     }
     pub fn database_exists(&self, name: &str) -> bool {
-        todo!()
+        self.engine
+            .with_catalog(|catalog| catalog.database(name).is_some())
     }
     pub fn create_retention_policy(
         &self,
@@ -200,7 +248,7 @@ impl Storage {
         spec: RetentionPolicySpec,
         make_default: bool,
     ) -> Result<(), StorageError> {
-        todo!()
+        self.engine.create_retention_policy(db, spec, make_default)
     }
     pub fn alter_retention_policy(
         &self,
@@ -208,17 +256,23 @@ impl Storage {
         name: &str,
         update: RetentionPolicyUpdate,
     ) -> Result<(), StorageError> {
-        todo!()
+        self.engine.alter_retention_policy(db, name, update)
     }
+    /// Dropping a policy that does not exist succeeds.
     pub fn drop_retention_policy(&self, db: &str, name: &str) -> Result<(), StorageError> {
-        todo!()
+        self.engine.drop_retention_policy(db, name)
     }
     /// In creation order.
     pub fn retention_policies(&self, db: &str) -> Result<Vec<RetentionPolicyInfo>, StorageError> {
-        todo!()
+        self.engine.retention_policies(db)
     }
     pub fn default_retention_policy(&self, db: &str) -> Result<String, StorageError> {
-        todo!()
+        self.engine.with_catalog(|catalog| {
+            catalog
+                .database(db)
+                .map(|database| database.default_rp.clone())
+                .ok_or_else(|| StorageError::DatabaseNotFound(db.to_string()))
+        })
     }
 
     // ---- writes
@@ -231,14 +285,14 @@ impl Storage {
         rp: Option<&str>,
         points: &[Point<'_>],
     ) -> Result<WriteOutcome, StorageError> {
-        todo!()
+        self.engine.write(db, rp, points)
     }
 
     // ---- schema reads (the series index is per database)
 
-    /// Sorted.
+    /// Measurements that have series, sorted.
     pub fn measurements(&self, db: &str) -> Result<Vec<String>, StorageError> {
-        todo!()
+        self.engine.measurements(db)
     }
     /// Sorted by field name.
     pub fn field_types(
@@ -246,11 +300,11 @@ impl Storage {
         db: &str,
         measurement: &str,
     ) -> Result<Vec<(String, FieldType)>, StorageError> {
-        todo!()
+        self.engine.field_types(db, measurement)
     }
     /// Sorted.
     pub fn tag_keys(&self, db: &str, measurement: &str) -> Result<Vec<String>, StorageError> {
-        todo!()
+        self.engine.tag_keys(db, measurement)
     }
     /// Sorted.
     pub fn tag_values(
@@ -259,11 +313,11 @@ impl Storage {
         measurement: &str,
         tag_key: &str,
     ) -> Result<Vec<String>, StorageError> {
-        todo!()
+        self.engine.tag_values(db, measurement, tag_key)
     }
     /// Every series of a measurement, sorted by series key.
     pub fn series(&self, db: &str, measurement: &str) -> Result<Vec<SeriesInfo>, StorageError> {
-        todo!()
+        self.engine.series(db, measurement)
     }
     /// Series ids of a measurement with `tag_key = tag_value` (inverted index), sorted.
     pub fn series_with_tag(
@@ -273,10 +327,11 @@ impl Storage {
         tag_key: &str,
         tag_value: &str,
     ) -> Result<Vec<u64>, StorageError> {
-        todo!()
+        self.engine
+            .series_with_tag(db, measurement, tag_key, tag_value)
     }
     pub fn drop_measurement(&self, db: &str, measurement: &str) -> Result<(), StorageError> {
-        todo!()
+        self.engine.drop_measurement(db, measurement)
     }
 
     // ---- data reads
@@ -292,6 +347,7 @@ impl Storage {
         min_time: i64,
         max_time: i64,
     ) -> Result<Vec<(i64, Value)>, StorageError> {
-        todo!()
+        self.engine
+            .read_field(db, rp, series_id, field, min_time, max_time)
     }
 }

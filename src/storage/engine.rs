@@ -1,0 +1,1295 @@
+//! The engine behind [`super::Storage`]: fjall keyspaces, the WAL with group
+//! commit, the write buffer, flushes to compressed blocks, reads, retention.
+//!
+//! Keyspaces of the one fjall `Database`:
+//! - `meta`: the catalog, one rmp-serde value under `catalog`;
+//! - `series`: `db id u32 | series id u64` -> rmp-serde `(measurement, tags)`;
+//! - `wal`: `seq u64` -> one accepted write batch (rmp-serde [`WalBatch`]);
+//! - `s.<db id>.<rp id>.<shard start>`: one per shard group; blocks under
+//!   `token u64 | series id u64 | field id u32 | block start (sign-flipped) u64 | block seq u64`.
+//!
+//! All integers in keys are big-endian, so one field of one series is one
+//! time-ordered range and a ring range is one contiguous scan.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use dynaflux_actors::Hlc;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use parking_lot::{Condvar, Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+
+use super::block::{self, Column};
+use super::catalog::{CatalogState, RpMeta};
+use super::{
+    FieldType, RetentionPolicyInfo, RetentionPolicySpec, RetentionPolicyUpdate, SeriesInfo,
+    StorageError, StorageOptions, Value, WriteOutcome,
+};
+use crate::lineproto::{self, FieldValue, Point};
+
+const CATALOG_KEY: &[u8] = b"catalog";
+
+fn engine_error(error: impl std::fmt::Display) -> StorageError {
+    StorageError::Engine(error.to_string())
+}
+
+/// One accepted write batch, as logged in the WAL.
+#[derive(Debug, Serialize, Deserialize)]
+struct WalBatch {
+    db: u32,
+    rp: u32,
+    version: u64,
+    points: Vec<WalPoint>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct WalPoint {
+    series: u64,
+    time: i64,
+    fields: Vec<(u32, Value)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct ShardId {
+    db: u32,
+    rp: u32,
+    start: i64,
+}
+
+impl ShardId {
+    fn keyspace_name(self) -> String {
+        format!("s.{}.{}.{}", self.db, self.rp, self.start)
+    }
+
+    fn parse(name: &str) -> Option<ShardId> {
+        let mut parts = name.strip_prefix("s.")?.splitn(3, '.');
+        Some(ShardId {
+            db: parts.next()?.parse().ok()?,
+            rp: parts.next()?.parse().ok()?,
+            start: parts.next()?.parse().ok()?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ColumnKey {
+    db: u32,
+    rp: u32,
+    series: u64,
+    field: u32,
+}
+
+struct BufferedColumn {
+    token: u64,
+    column: Column,
+}
+
+#[derive(Default)]
+struct Buffer {
+    columns: HashMap<ColumnKey, BufferedColumn>,
+    /// WAL entries whose points are in this buffer.
+    seqs: Vec<u64>,
+    bytes: usize,
+    since: Option<Instant>,
+}
+
+struct SeriesEntry {
+    info: SeriesInfo,
+    token: u64,
+}
+
+/// The series index of one database, with the inverted index.
+#[derive(Default)]
+struct SeriesIndex {
+    by_key: HashMap<String, u64>,
+    series: HashMap<u64, SeriesEntry>,
+    by_measurement: BTreeMap<String, BTreeSet<u64>>,
+    /// measurement -> tag key -> tag value -> series ids.
+    postings: HashMap<String, BTreeMap<String, BTreeMap<String, BTreeSet<u64>>>>,
+    next_id: u64,
+}
+
+impl SeriesIndex {
+    fn insert(&mut self, db_name: &str, id: u64, measurement: String, tags: Vec<(String, String)>) {
+        let key = lineproto::series_key(&measurement, &tags);
+        let token = series_token(db_name, &key);
+        let postings = self.postings.entry(measurement.clone()).or_default();
+        for (tag_key, tag_value) in &tags {
+            postings
+                .entry(tag_key.clone())
+                .or_default()
+                .entry(tag_value.clone())
+                .or_default()
+                .insert(id);
+        }
+        self.by_measurement
+            .entry(measurement.clone())
+            .or_default()
+            .insert(id);
+        self.by_key.insert(key.clone(), id);
+        self.series.insert(
+            id,
+            SeriesEntry {
+                info: SeriesInfo {
+                    id,
+                    measurement,
+                    tags,
+                    key,
+                },
+                token,
+            },
+        );
+        self.next_id = self.next_id.max(id + 1);
+    }
+
+    fn remove_measurement(&mut self, measurement: &str) -> Vec<(u64, u64)> {
+        let ids = self.by_measurement.remove(measurement).unwrap_or_default();
+        self.postings.remove(measurement);
+        let mut removed = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(entry) = self.series.remove(&id) {
+                self.by_key.remove(&entry.info.key);
+                removed.push((id, entry.token));
+            }
+        }
+        removed
+    }
+}
+
+/// The ring token of a series: xxh3 of `db \0 series key`. Every retention
+/// policy of a series lives on the same replicas.
+pub fn series_token(db: &str, series_key: &str) -> u64 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(db.as_bytes());
+    hasher.update(&[0]);
+    hasher.update(series_key.as_bytes());
+    hasher.digest()
+}
+
+fn series_record_key(db: u32, id: u64) -> [u8; 12] {
+    let mut key = [0u8; 12];
+    key[..4].copy_from_slice(&db.to_be_bytes());
+    key[4..].copy_from_slice(&id.to_be_bytes());
+    key
+}
+
+fn flip(time: i64) -> u64 {
+    (time as u64) ^ (1 << 63)
+}
+
+fn block_prefix(token: u64, series: u64, field: u32) -> [u8; 20] {
+    let mut key = [0u8; 20];
+    key[..8].copy_from_slice(&token.to_be_bytes());
+    key[8..16].copy_from_slice(&series.to_be_bytes());
+    key[16..20].copy_from_slice(&field.to_be_bytes());
+    key
+}
+
+fn shard_start(time: i64, shard_duration: u64) -> i64 {
+    let duration = i64::try_from(shard_duration.max(1)).unwrap_or(i64::MAX);
+    time.div_euclid(duration).saturating_mul(duration)
+}
+
+fn now_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+struct SyncState {
+    durable: u64,
+    syncing: bool,
+}
+
+pub struct Engine {
+    options: StorageOptions,
+    db: Database,
+    meta: Keyspace,
+    series_ks: Keyspace,
+    wal: Keyspace,
+    catalog: RwLock<CatalogState>,
+    indexes: RwLock<HashMap<u32, Arc<RwLock<SeriesIndex>>>>,
+    shards: RwLock<BTreeMap<ShardId, Keyspace>>,
+    buffer: Mutex<Buffer>,
+    /// Buffers being flushed: still read by queries until their blocks are in.
+    frozen: RwLock<Vec<Arc<Buffer>>>,
+    hlc: Hlc,
+    /// Serialises WAL appends so that sequence order is journal order.
+    wal_append: Mutex<u64>,
+    sync: Mutex<SyncState>,
+    synced: Condvar,
+    flush_lock: Mutex<()>,
+    block_seq: AtomicU64,
+    signal: Arc<Signal>,
+    background: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Engine {
+    pub fn open(options: StorageOptions) -> Result<Arc<Engine>, StorageError> {
+        std::fs::create_dir_all(&options.data_dir).map_err(engine_error)?;
+        let db = Database::builder(options.data_dir.join("fjall"))
+            .max_journaling_size(128 << 20)
+            .open()
+            .map_err(engine_error)?;
+        let meta = db
+            .keyspace("meta", KeyspaceCreateOptions::default)
+            .map_err(engine_error)?;
+        let series_ks = db
+            .keyspace("series", KeyspaceCreateOptions::default)
+            .map_err(engine_error)?;
+        let wal = db
+            .keyspace("wal", KeyspaceCreateOptions::default)
+            .map_err(engine_error)?;
+        let catalog: CatalogState = match meta.get(CATALOG_KEY).map_err(engine_error)? {
+            Some(bytes) => rmp_serde::from_slice(&bytes).map_err(engine_error)?,
+            None => CatalogState::default(),
+        };
+        let mut indexes: HashMap<u32, SeriesIndex> = HashMap::new();
+        for database in &catalog.databases {
+            indexes.insert(database.id, SeriesIndex::default());
+        }
+        for item in series_ks.iter() {
+            let (key, value) = item.into_inner().map_err(engine_error)?;
+            if key.len() != 12 {
+                continue;
+            }
+            let db_id = u32::from_be_bytes([key[0], key[1], key[2], key[3]]);
+            let mut id = [0u8; 8];
+            id.copy_from_slice(&key[4..]);
+            let (Some(index), Some(database)) =
+                (indexes.get_mut(&db_id), catalog.database_by_id(db_id))
+            else {
+                continue;
+            };
+            let (measurement, tags): (String, Vec<(String, String)>) =
+                rmp_serde::from_slice(&value).map_err(engine_error)?;
+            index.insert(&database.name, u64::from_be_bytes(id), measurement, tags);
+        }
+        let mut shards = BTreeMap::new();
+        for name in db.list_keyspace_names() {
+            if let Some(shard) = ShardId::parse(&name) {
+                let keyspace = db
+                    .keyspace(&name, KeyspaceCreateOptions::default)
+                    .map_err(engine_error)?;
+                shards.insert(shard, keyspace);
+            }
+        }
+        let engine = Arc::new(Engine {
+            options,
+            db,
+            meta,
+            series_ks,
+            wal,
+            catalog: RwLock::new(catalog),
+            indexes: RwLock::new(
+                indexes
+                    .into_iter()
+                    .map(|(id, index)| (id, Arc::new(RwLock::new(index))))
+                    .collect(),
+            ),
+            shards: RwLock::new(shards),
+            buffer: Mutex::new(Buffer::default()),
+            frozen: RwLock::new(Vec::new()),
+            hlc: Hlc::new(),
+            wal_append: Mutex::new(0),
+            sync: Mutex::new(SyncState {
+                durable: 0,
+                syncing: false,
+            }),
+            synced: Condvar::new(),
+            flush_lock: Mutex::new(()),
+            block_seq: AtomicU64::new(now_nanos() as u64),
+            signal: Arc::new(Signal::default()),
+            background: Mutex::new(None),
+        });
+        engine.replay_wal()?;
+        let weak = Arc::downgrade(&engine);
+        let signal = engine.signal.clone();
+        let handle = std::thread::Builder::new()
+            .name("storage-background".into())
+            .spawn(move || background_loop(weak, signal))
+            .map_err(engine_error)?;
+        *engine.background.lock() = Some(handle);
+        Ok(engine)
+    }
+
+    fn replay_wal(&self) -> Result<(), StorageError> {
+        let mut last = 0;
+        let mut replayed = 0usize;
+        for item in self.wal.iter() {
+            let (key, value) = item.into_inner().map_err(engine_error)?;
+            let mut seq = [0u8; 8];
+            if key.len() != 8 {
+                continue;
+            }
+            seq.copy_from_slice(&key);
+            let seq = u64::from_be_bytes(seq);
+            last = last.max(seq);
+            let batch: WalBatch = rmp_serde::from_slice(&value).map_err(engine_error)?;
+            self.hlc.observe(batch.version);
+            let tokens = self.tokens_of(batch.db, &batch.points);
+            let mut buffer = self.buffer.lock();
+            buffer.seqs.push(seq);
+            if let Some(tokens) = tokens {
+                Self::buffer_batch(&mut buffer, &batch, &tokens);
+                replayed += batch.points.len();
+            }
+        }
+        *self.wal_append.lock() = last;
+        self.sync.lock().durable = last;
+        if replayed > 0 {
+            tracing::info!(points = replayed, "replayed the write-ahead log");
+        }
+        Ok(())
+    }
+
+    /// The token of every point's series; `None` if the database is gone.
+    /// A series that was dropped since gets token 0 and is skipped at flush.
+    fn tokens_of(&self, db: u32, points: &[WalPoint]) -> Option<Vec<Option<u64>>> {
+        let index = self.indexes.read().get(&db)?.clone();
+        let index = index.read();
+        Some(
+            points
+                .iter()
+                .map(|point| index.series.get(&point.series).map(|entry| entry.token))
+                .collect(),
+        )
+    }
+
+    fn buffer_batch(buffer: &mut Buffer, batch: &WalBatch, tokens: &[Option<u64>]) {
+        for (point, token) in batch.points.iter().zip(tokens) {
+            let Some(token) = *token else { continue };
+            for (field, value) in &point.fields {
+                let key = ColumnKey {
+                    db: batch.db,
+                    rp: batch.rp,
+                    series: point.series,
+                    field: *field,
+                };
+                let entry = buffer.columns.entry(key).or_insert_with(|| BufferedColumn {
+                    token,
+                    column: Column::new(value.field_type()),
+                });
+                if entry.column.values.push(value) {
+                    entry.column.times.push(point.time);
+                    entry.column.versions.push(batch.version);
+                    buffer.bytes += 16 + block::Values::value_size(value);
+                }
+            }
+        }
+        if buffer.since.is_none() {
+            buffer.since = Some(Instant::now());
+        }
+    }
+
+    // ------------------------------------------------------------ catalog
+
+    fn persist_catalog(&self, catalog: &CatalogState) -> Result<(), StorageError> {
+        let bytes = rmp_serde::to_vec(catalog).map_err(engine_error)?;
+        self.meta.insert(CATALOG_KEY, bytes).map_err(engine_error)?;
+        self.db.persist(PersistMode::SyncAll).map_err(engine_error)
+    }
+
+    pub fn with_catalog<T>(&self, f: impl FnOnce(&CatalogState) -> T) -> T {
+        f(&self.catalog.read())
+    }
+
+    /// Change the catalog and persist it; `f` returns whether it changed.
+    pub fn update_catalog<T>(
+        &self,
+        f: impl FnOnce(&mut CatalogState) -> Result<(T, bool), StorageError>,
+    ) -> Result<T, StorageError> {
+        let mut catalog = self.catalog.write();
+        let mut copy = catalog.clone();
+        let (result, changed) = f(&mut copy)?;
+        if changed {
+            self.persist_catalog(&copy)?;
+            let mut indexes = self.indexes.write();
+            for database in &copy.databases {
+                indexes.entry(database.id).or_default();
+            }
+            *catalog = copy;
+        }
+        Ok(result)
+    }
+
+    pub fn create_database(
+        &self,
+        name: &str,
+        spec: Option<RetentionPolicySpec>,
+    ) -> Result<(), StorageError> {
+        self.update_catalog(|catalog| Ok(((), catalog.create_database(name, spec)?)))
+    }
+
+    pub fn create_retention_policy(
+        &self,
+        db: &str,
+        spec: RetentionPolicySpec,
+        make_default: bool,
+    ) -> Result<(), StorageError> {
+        self.update_catalog(|catalog| {
+            Ok(((), catalog.create_retention_policy(db, spec, make_default)?))
+        })
+    }
+
+    pub fn alter_retention_policy(
+        &self,
+        db: &str,
+        name: &str,
+        update: RetentionPolicyUpdate,
+    ) -> Result<(), StorageError> {
+        self.update_catalog(|catalog| {
+            catalog
+                .alter_retention_policy(db, name, update)
+                .map(|()| ((), true))
+        })
+    }
+
+    pub fn retention_policies(&self, db: &str) -> Result<Vec<RetentionPolicyInfo>, StorageError> {
+        let catalog = self.catalog.read();
+        let database = catalog
+            .database(db)
+            .ok_or_else(|| StorageError::DatabaseNotFound(db.to_string()))?;
+        Ok(database
+            .rps
+            .iter()
+            .map(|rp| rp.info(rp.name == database.default_rp))
+            .collect())
+    }
+
+    pub fn drop_database(&self, name: &str) -> Result<(), StorageError> {
+        self.flush()?;
+        let _flush = self.flush_lock.lock();
+        let dropped = self.update_catalog(|catalog| {
+            let dropped = catalog.drop_database(name);
+            let changed = dropped.is_some();
+            Ok((dropped, changed))
+        })?;
+        let Some(dropped) = dropped else {
+            return Ok(());
+        };
+        self.indexes.write().remove(&dropped.id);
+        self.buffer
+            .lock()
+            .columns
+            .retain(|key, _| key.db != dropped.id);
+        self.drop_shards(|shard| shard.db == dropped.id)?;
+        let mut batch = self.db.batch();
+        for item in self.series_ks.prefix(dropped.id.to_be_bytes()) {
+            batch.remove(&self.series_ks, item.key().map_err(engine_error)?);
+        }
+        batch.commit().map_err(engine_error)?;
+        self.db.persist(PersistMode::SyncAll).map_err(engine_error)
+    }
+
+    pub fn drop_retention_policy(&self, db: &str, name: &str) -> Result<(), StorageError> {
+        self.flush()?;
+        let _flush = self.flush_lock.lock();
+        let db_id = self.catalog.read().database(db).map(|database| database.id);
+        let dropped = self.update_catalog(|catalog| {
+            let dropped = catalog.drop_retention_policy(db, name)?;
+            let changed = dropped.is_some();
+            Ok((dropped, changed))
+        })?;
+        if let (Some(rp), Some(db_id)) = (dropped, db_id) {
+            self.buffer
+                .lock()
+                .columns
+                .retain(|key, _| !(key.db == db_id && key.rp == rp.id));
+            self.drop_shards(|shard| shard.db == db_id && shard.rp == rp.id)?;
+        }
+        Ok(())
+    }
+
+    fn drop_shards(&self, which: impl Fn(&ShardId) -> bool) -> Result<(), StorageError> {
+        let doomed: Vec<(ShardId, Keyspace)> = {
+            let mut shards = self.shards.write();
+            let ids: Vec<ShardId> = shards
+                .keys()
+                .filter(|shard| which(shard))
+                .copied()
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| shards.remove(&id).map(|keyspace| (id, keyspace)))
+                .collect()
+        };
+        for (id, keyspace) in doomed {
+            tracing::info!(shard = %id.keyspace_name(), "dropping shard group");
+            self.db.delete_keyspace(keyspace).map_err(engine_error)?;
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ writes
+
+    pub fn write(
+        &self,
+        db_name: &str,
+        rp: Option<&str>,
+        points: &[Point<'_>],
+    ) -> Result<WriteOutcome, StorageError> {
+        let mut outcome = WriteOutcome::default();
+        // Validate against the catalog; a new field takes the write lock.
+        let mut validated = validate(&self.catalog.read(), db_name, rp, points)?;
+        if let Validated::NewFields(fields) = &validated {
+            let mut catalog = self.catalog.write();
+            let mut copy = catalog.clone();
+            let database = copy.database_mut(db_name)?;
+            for (measurement, field, field_type) in fields {
+                let meta = database
+                    .measurements
+                    .entry(measurement.clone())
+                    .or_default();
+                if meta.field(field).is_none() {
+                    meta.fields.push((field.clone(), *field_type));
+                }
+            }
+            self.persist_catalog(&copy)?;
+            *catalog = copy;
+            validated = validate(&catalog, db_name, rp, points)?;
+        }
+        let Validated::Done {
+            db_id,
+            rp: rp_meta,
+            points: accepted,
+            dropped,
+            reason,
+        } = validated
+        else {
+            return Err(StorageError::Engine(
+                "field catalog update did not take".into(),
+            ));
+        };
+        outcome.dropped = dropped;
+        outcome.conflict = reason;
+        if accepted.is_empty() {
+            return Ok(outcome);
+        }
+        // Resolve series ids, creating the new ones.
+        let index = self
+            .indexes
+            .read()
+            .get(&db_id)
+            .cloned()
+            .ok_or_else(|| StorageError::DatabaseNotFound(db_name.to_string()))?;
+        let mut wal_points = Vec::with_capacity(accepted.len());
+        let mut tokens = Vec::with_capacity(accepted.len());
+        let mut missing = Vec::new();
+        {
+            let index = index.read();
+            for (position, (point, fields)) in accepted.iter().enumerate() {
+                let key = lineproto::series_key(&point.measurement, &point.tags);
+                let id = index.by_key.get(&key).copied();
+                match id.and_then(|id| index.series.get(&id)) {
+                    Some(entry) => tokens.push(Some(entry.token)),
+                    None => {
+                        tokens.push(None);
+                        missing.push((position, key));
+                    }
+                }
+                wal_points.push(WalPoint {
+                    series: id.unwrap_or(0),
+                    time: point.timestamp,
+                    fields: fields.clone(),
+                });
+            }
+        }
+        if !missing.is_empty() {
+            let mut index = index.write();
+            let mut batch = self.db.batch();
+            for (position, key) in missing {
+                let point = accepted[position].0;
+                let id = match index.by_key.get(&key) {
+                    Some(&id) => id,
+                    None => {
+                        let id = index.next_id.max(1);
+                        let tags: Vec<(String, String)> = point
+                            .tags
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect();
+                        let record = rmp_serde::to_vec(&(point.measurement.as_ref(), &tags))
+                            .map_err(engine_error)?;
+                        batch.insert(&self.series_ks, series_record_key(db_id, id), record);
+                        index.insert(db_name, id, point.measurement.to_string(), tags);
+                        id
+                    }
+                };
+                wal_points[position].series = id;
+                tokens[position] = index.series.get(&id).map(|entry| entry.token);
+            }
+            batch.commit().map_err(engine_error)?;
+        }
+        let batch = WalBatch {
+            db: db_id,
+            rp: rp_meta.id,
+            version: self.hlc.now(),
+            points: wal_points,
+        };
+        let encoded = rmp_serde::to_vec(&batch).map_err(engine_error)?;
+        let seq = {
+            let mut last = self.wal_append.lock();
+            let seq = *last + 1;
+            self.wal
+                .insert(seq.to_be_bytes(), encoded)
+                .map_err(engine_error)?;
+            *last = seq;
+            seq
+        };
+        let flush_needed = {
+            let mut buffer = self.buffer.lock();
+            buffer.seqs.push(seq);
+            Self::buffer_batch(&mut buffer, &batch, &tokens);
+            buffer.bytes as u64 >= self.options.buffer_max_bytes
+        };
+        if flush_needed {
+            self.signal.wake.notify_all();
+        }
+        self.sync_to(seq)?;
+        outcome.written = batch.points.len();
+        Ok(outcome)
+    }
+
+    /// Group commit: wait until the WAL is fsynced up to `seq`. One waiter
+    /// fsyncs for everyone appended before it started.
+    fn sync_to(&self, seq: u64) -> Result<(), StorageError> {
+        if !self.options.wal_fsync {
+            return Ok(());
+        }
+        let mut state = self.sync.lock();
+        loop {
+            if state.durable >= seq {
+                return Ok(());
+            }
+            if state.syncing {
+                self.synced.wait(&mut state);
+                continue;
+            }
+            state.syncing = true;
+            let target = *self.wal_append.lock();
+            drop(state);
+            let result = self.db.persist(PersistMode::SyncAll);
+            state = self.sync.lock();
+            state.syncing = false;
+            if result.is_ok() {
+                state.durable = state.durable.max(target);
+            }
+            self.synced.notify_all();
+            result.map_err(engine_error)?;
+        }
+    }
+
+    // ------------------------------------------------------------ flush
+
+    /// Turn the write buffer into blocks and delete the WAL entries it covers,
+    /// in one atomic fjall batch.
+    pub fn flush(&self) -> Result<(), StorageError> {
+        let _flush = self.flush_lock.lock();
+        let frozen = {
+            let mut buffer = self.buffer.lock();
+            if buffer.seqs.is_empty() && buffer.columns.is_empty() {
+                return Ok(());
+            }
+            Arc::new(std::mem::take(&mut *buffer))
+        };
+        self.frozen.write().push(frozen.clone());
+        let result = self.write_blocks(&frozen);
+        if result.is_err() {
+            // Keep the data readable and flushable: put it back.
+            self.frozen
+                .write()
+                .retain(|buffer| !Arc::ptr_eq(buffer, &frozen));
+            let mut buffer = self.buffer.lock();
+            let frozen = Arc::try_unwrap(frozen).unwrap_or_default();
+            for (key, column) in frozen.columns {
+                match buffer.columns.get_mut(&key) {
+                    Some(existing) => {
+                        let mut merged = column;
+                        merged.column.times.extend(&existing.column.times);
+                        merged.column.versions.extend(&existing.column.versions);
+                        for index in 0..existing.column.len() {
+                            if let Some(value) = existing.column.values.get(index) {
+                                merged.column.values.push(&value);
+                            }
+                        }
+                        *existing = merged;
+                    }
+                    None => {
+                        buffer.columns.insert(key, column);
+                    }
+                }
+            }
+            buffer.seqs.extend(frozen.seqs);
+            buffer.bytes += frozen.bytes;
+            return result;
+        }
+        self.frozen
+            .write()
+            .retain(|buffer| !Arc::ptr_eq(buffer, &frozen));
+        Ok(())
+    }
+
+    fn write_blocks(&self, frozen: &Buffer) -> Result<(), StorageError> {
+        let started = Instant::now();
+        let now = now_nanos();
+        let catalog = self.catalog.read().clone();
+        let mut batch = self.db.batch();
+        let mut blocks = 0usize;
+        let mut values = 0usize;
+        for (key, buffered) in &frozen.columns {
+            let Some(database) = catalog.database_by_id(key.db) else {
+                continue;
+            };
+            let Some(rp) = database.rps.iter().find(|rp| rp.id == key.rp) else {
+                continue;
+            };
+            let column = buffered.column.normalized();
+            let mut start_index = 0;
+            while start_index < column.len() {
+                let shard_start = shard_start(column.times[start_index], rp.shard_duration);
+                let shard_end = shard_start
+                    .saturating_add(i64::try_from(rp.shard_duration).unwrap_or(i64::MAX));
+                let mut end_index = start_index;
+                while end_index < column.len() && column.times[end_index] < shard_end {
+                    end_index += 1;
+                }
+                let expired = rp.duration != 0
+                    && shard_end
+                        < now.saturating_sub(i64::try_from(rp.duration).unwrap_or(i64::MAX));
+                if !expired {
+                    let segment = slice_column(&column, start_index, end_index);
+                    let keyspace = self.shard_keyspace(ShardId {
+                        db: key.db,
+                        rp: key.rp,
+                        start: shard_start,
+                    })?;
+                    let mut block_key = Vec::with_capacity(36);
+                    block_key.extend_from_slice(&block_prefix(
+                        buffered.token,
+                        key.series,
+                        key.field,
+                    ));
+                    block_key.extend_from_slice(&flip(segment.times[0]).to_be_bytes());
+                    block_key.extend_from_slice(
+                        &self.block_seq.fetch_add(1, Ordering::Relaxed).to_be_bytes(),
+                    );
+                    batch.insert(&keyspace, block_key, segment.encode()?);
+                    blocks += 1;
+                    values += segment.len();
+                }
+                start_index = end_index;
+            }
+        }
+        for seq in &frozen.seqs {
+            batch.remove(&self.wal, seq.to_be_bytes());
+        }
+        batch.commit().map_err(engine_error)?;
+        self.db
+            .persist(PersistMode::SyncAll)
+            .map_err(engine_error)?;
+        // Let the journal go: it is kept until every memtable it covers is on disk.
+        let _ = self.wal.rotate_memtable();
+        for keyspace in self.shards.read().values() {
+            let _ = keyspace.rotate_memtable();
+        }
+        tracing::debug!(blocks, values, elapsed = ?started.elapsed(), "flushed write buffer");
+        Ok(())
+    }
+
+    fn shard_keyspace(&self, id: ShardId) -> Result<Keyspace, StorageError> {
+        if let Some(keyspace) = self.shards.read().get(&id) {
+            return Ok(keyspace.clone());
+        }
+        let mut shards = self.shards.write();
+        if let Some(keyspace) = shards.get(&id) {
+            return Ok(keyspace.clone());
+        }
+        let keyspace = self
+            .db
+            .keyspace(&id.keyspace_name(), KeyspaceCreateOptions::default)
+            .map_err(engine_error)?;
+        shards.insert(id, keyspace.clone());
+        Ok(keyspace)
+    }
+
+    // ------------------------------------------------------------ reads
+
+    fn index(&self, db: &str) -> Result<(u32, Arc<RwLock<SeriesIndex>>), StorageError> {
+        let id = self
+            .catalog
+            .read()
+            .database(db)
+            .map(|database| database.id)
+            .ok_or_else(|| StorageError::DatabaseNotFound(db.to_string()))?;
+        let index = self.indexes.read().get(&id).cloned().unwrap_or_default();
+        Ok((id, index))
+    }
+
+    pub fn measurements(&self, db: &str) -> Result<Vec<String>, StorageError> {
+        let (_, index) = self.index(db)?;
+        let index = index.read();
+        Ok(index.by_measurement.keys().cloned().collect())
+    }
+
+    pub fn field_types(
+        &self,
+        db: &str,
+        measurement: &str,
+    ) -> Result<Vec<(String, FieldType)>, StorageError> {
+        let catalog = self.catalog.read();
+        let database = catalog
+            .database(db)
+            .ok_or_else(|| StorageError::DatabaseNotFound(db.to_string()))?;
+        let mut fields = database
+            .measurements
+            .get(measurement)
+            .map(|meta| meta.fields.clone())
+            .unwrap_or_default();
+        fields.sort();
+        Ok(fields)
+    }
+
+    pub fn tag_keys(&self, db: &str, measurement: &str) -> Result<Vec<String>, StorageError> {
+        let (_, index) = self.index(db)?;
+        let index = index.read();
+        Ok(index
+            .postings
+            .get(measurement)
+            .map(|keys| keys.keys().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    pub fn tag_values(
+        &self,
+        db: &str,
+        measurement: &str,
+        tag_key: &str,
+    ) -> Result<Vec<String>, StorageError> {
+        let (_, index) = self.index(db)?;
+        let index = index.read();
+        Ok(index
+            .postings
+            .get(measurement)
+            .and_then(|keys| keys.get(tag_key))
+            .map(|values| values.keys().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    pub fn series(&self, db: &str, measurement: &str) -> Result<Vec<SeriesInfo>, StorageError> {
+        let (_, index) = self.index(db)?;
+        let index = index.read();
+        let mut series: Vec<SeriesInfo> = index
+            .by_measurement
+            .get(measurement)
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|id| index.series.get(id).map(|entry| entry.info.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        series.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(series)
+    }
+
+    pub fn series_with_tag(
+        &self,
+        db: &str,
+        measurement: &str,
+        tag_key: &str,
+        tag_value: &str,
+    ) -> Result<Vec<u64>, StorageError> {
+        let (_, index) = self.index(db)?;
+        let index = index.read();
+        Ok(index
+            .postings
+            .get(measurement)
+            .and_then(|keys| keys.get(tag_key))
+            .and_then(|values| values.get(tag_value))
+            .map(|ids| ids.iter().copied().collect())
+            .unwrap_or_default())
+    }
+
+    pub fn series_token(&self, db: &str, series_id: u64) -> Option<u64> {
+        let (_, index) = self.index(db).ok()?;
+        let index = index.read();
+        index.series.get(&series_id).map(|entry| entry.token)
+    }
+
+    pub fn drop_measurement(&self, db: &str, measurement: &str) -> Result<(), StorageError> {
+        self.flush()?;
+        let _flush = self.flush_lock.lock();
+        let (db_id, index) = self.index(db)?;
+        let removed = index.write().remove_measurement(measurement);
+        let removed_ids: BTreeSet<u64> = removed.iter().map(|(id, _)| *id).collect();
+        self.buffer
+            .lock()
+            .columns
+            .retain(|key, _| !(key.db == db_id && removed_ids.contains(&key.series)));
+        let mut batch = self.db.batch();
+        for (id, token) in &removed {
+            batch.remove(&self.series_ks, series_record_key(db_id, *id));
+            let mut prefix = [0u8; 16];
+            prefix[..8].copy_from_slice(&token.to_be_bytes());
+            prefix[8..].copy_from_slice(&id.to_be_bytes());
+            for (shard, keyspace) in self.shards.read().iter() {
+                if shard.db != db_id {
+                    continue;
+                }
+                for item in keyspace.prefix(prefix) {
+                    batch.remove(keyspace, item.key().map_err(engine_error)?);
+                }
+            }
+        }
+        batch.commit().map_err(engine_error)?;
+        self.update_catalog(|catalog| {
+            let database = catalog.database_mut(db)?;
+            let changed = database.measurements.remove(measurement).is_some();
+            Ok(((), changed))
+        })?;
+        self.db.persist(PersistMode::SyncAll).map_err(engine_error)
+    }
+
+    pub fn read_field(
+        &self,
+        db: &str,
+        rp: &str,
+        series_id: u64,
+        field: &str,
+        min_time: i64,
+        max_time: i64,
+    ) -> Result<Vec<(i64, Value)>, StorageError> {
+        let (db_id, rp_id, field_id, token) = {
+            let catalog = self.catalog.read();
+            let database = catalog
+                .database(db)
+                .ok_or_else(|| StorageError::DatabaseNotFound(db.to_string()))?;
+            let rp_meta = database
+                .rp(rp)
+                .ok_or_else(|| StorageError::RetentionPolicyNotFound(rp.to_string()))?;
+            let index = self
+                .indexes
+                .read()
+                .get(&database.id)
+                .cloned()
+                .unwrap_or_default();
+            let index = index.read();
+            let Some(entry) = index.series.get(&series_id) else {
+                return Ok(Vec::new());
+            };
+            let Some((field_id, _)) = database
+                .measurements
+                .get(&entry.info.measurement)
+                .and_then(|meta| meta.field(field))
+            else {
+                return Ok(Vec::new());
+            };
+            (database.id, rp_meta.id, field_id, entry.token)
+        };
+        let mut points: Vec<(i64, u64, Value)> = Vec::new();
+        let key = ColumnKey {
+            db: db_id,
+            rp: rp_id,
+            series: series_id,
+            field: field_id,
+        };
+        // Order matters for ties of equal versions: blocks, then frozen, then active.
+        let keyspaces: Vec<Keyspace> = self
+            .shards
+            .read()
+            .range(
+                ShardId {
+                    db: db_id,
+                    rp: rp_id,
+                    start: i64::MIN,
+                }..=ShardId {
+                    db: db_id,
+                    rp: rp_id,
+                    start: max_time,
+                },
+            )
+            .map(|(_, keyspace)| keyspace.clone())
+            .collect();
+        let prefix = block_prefix(token, series_id, field_id);
+        for keyspace in keyspaces {
+            for item in keyspace.prefix(prefix) {
+                let (_, value) = item.into_inner().map_err(engine_error)?;
+                let (first, last) = block::block_span(&value)?;
+                if last < min_time || first > max_time {
+                    continue;
+                }
+                block::decode(&value)?.collect_into(min_time, max_time, &mut points);
+            }
+        }
+        for frozen in self.frozen.read().iter() {
+            if let Some(buffered) = frozen.columns.get(&key) {
+                buffered
+                    .column
+                    .collect_into(min_time, max_time, &mut points);
+            }
+        }
+        if let Some(buffered) = self.buffer.lock().columns.get(&key) {
+            buffered
+                .column
+                .collect_into(min_time, max_time, &mut points);
+        }
+        // Stable sort: on equal (time, version) the later source wins.
+        points.sort_by_key(|(time, version, _)| (*time, *version));
+        let mut out: Vec<(i64, Value)> = Vec::with_capacity(points.len());
+        for (time, _, value) in points {
+            match out.last_mut() {
+                Some(last) if last.0 == time => last.1 = value,
+                _ => out.push((time, value)),
+            }
+        }
+        Ok(out)
+    }
+
+    // ------------------------------------------------------------ retention and lifecycle
+
+    pub fn enforce_retention(&self, now: i64) -> Result<usize, StorageError> {
+        let expired: Vec<(u32, u32, i64)> = {
+            let catalog = self.catalog.read();
+            catalog
+                .databases
+                .iter()
+                .flat_map(|database| {
+                    database
+                        .rps
+                        .iter()
+                        .filter(|rp| rp.duration != 0)
+                        .map(move |rp| (database.id, rp.id, rp))
+                })
+                .map(|(db, rp_id, rp)| {
+                    let cutoff = now.saturating_sub(i64::try_from(rp.duration).unwrap_or(i64::MAX));
+                    (
+                        db,
+                        rp_id,
+                        cutoff.saturating_sub(i64::try_from(rp.shard_duration).unwrap_or(i64::MAX)),
+                    )
+                })
+                .collect()
+        };
+        let mut count = 0;
+        for (db, rp, last_expired_start) in expired {
+            let before = self.shards.read().len();
+            self.drop_shards(|shard| {
+                shard.db == db && shard.rp == rp && shard.start <= last_expired_start
+            })?;
+            count += before - self.shards.read().len();
+        }
+        Ok(count)
+    }
+
+    pub fn disk_space(&self) -> u64 {
+        self.db.disk_space().unwrap_or(0)
+    }
+
+    fn buffer_due(&self) -> bool {
+        let buffer = self.buffer.lock();
+        buffer.bytes as u64 >= self.options.buffer_max_bytes
+            || buffer
+                .since
+                .is_some_and(|since| since.elapsed() >= self.options.buffer_max_age)
+    }
+
+    pub fn close(&self) -> Result<(), StorageError> {
+        *self.signal.stop.lock() = true;
+        self.signal.wake.notify_all();
+        if let Some(handle) = self.background.lock().take() {
+            let _ = handle.join();
+        }
+        self.flush()?;
+        self.db.persist(PersistMode::SyncAll).map_err(engine_error)
+    }
+}
+
+fn slice_column(column: &Column, start: usize, end: usize) -> Column {
+    let mut out = Column::new(column.field_type());
+    out.times.extend_from_slice(&column.times[start..end]);
+    out.versions.extend_from_slice(&column.versions[start..end]);
+    for index in start..end {
+        if let Some(value) = column.values.get(index) {
+            out.values.push(&value);
+        }
+    }
+    out
+}
+
+/// Wakes the background thread (flush due, shutdown) without it holding the engine.
+#[derive(Default)]
+struct Signal {
+    stop: Mutex<bool>,
+    wake: Condvar,
+}
+
+fn background_loop(engine: Weak<Engine>, signal: Arc<Signal>) {
+    let mut last_retention = Instant::now();
+    loop {
+        {
+            let mut stop = signal.stop.lock();
+            if *stop {
+                return;
+            }
+            signal.wake.wait_for(&mut stop, Duration::from_millis(500));
+            if *stop {
+                return;
+            }
+        }
+        let Some(strong) = engine.upgrade() else {
+            return;
+        };
+        if strong.buffer_due() {
+            if let Err(error) = strong.flush() {
+                tracing::error!(%error, "flushing the write buffer failed; will retry");
+            }
+        }
+        if last_retention.elapsed() >= strong.options.retention_check_interval {
+            last_retention = Instant::now();
+            match strong.enforce_retention(now_nanos()) {
+                Ok(0) => {}
+                Ok(dropped) => tracing::info!(dropped, "retention dropped expired shard groups"),
+                Err(error) => tracing::error!(%error, "retention enforcement failed"),
+            }
+        }
+    }
+}
+
+enum Validated<'p, 'a> {
+    Done {
+        db_id: u32,
+        rp: RpMeta,
+        points: Vec<(&'p Point<'a>, Vec<(u32, Value)>)>,
+        dropped: usize,
+        reason: Option<String>,
+    },
+    /// Fields the catalog does not know yet: (measurement, field, type).
+    NewFields(Vec<(String, String, FieldType)>),
+}
+
+fn value_of(value: &FieldValue<'_>) -> Value {
+    match value {
+        FieldValue::Float(v) => Value::Float(*v),
+        FieldValue::Integer(v) => Value::Integer(*v),
+        FieldValue::Unsigned(v) => Value::Unsigned(*v),
+        FieldValue::String(v) => Value::String(v.to_string()),
+        FieldValue::Boolean(v) => Value::Boolean(*v),
+    }
+}
+
+fn field_type_of(value: &FieldValue<'_>) -> FieldType {
+    match value {
+        FieldValue::Float(_) => FieldType::Float,
+        FieldValue::Integer(_) => FieldType::Integer,
+        FieldValue::Unsigned(_) => FieldType::Unsigned,
+        FieldValue::String(_) => FieldType::String,
+        FieldValue::Boolean(_) => FieldType::Boolean,
+    }
+}
+
+fn conflict_text(field: &str, measurement: &str, input: FieldType, stored: FieldType) -> String {
+    format!(
+        "field type conflict: input field \"{field}\" on measurement \"{measurement}\" is type {}, already exists as type {}",
+        input.name(),
+        stored.name()
+    )
+}
+
+/// Check points against the catalog as InfluxDB 1.6.7 does: `time` as a tag
+/// key or as the only field drops the point (a `time` field beside others is
+/// ignored); a type conflict with a stored field drops the point; a conflict
+/// between points of one batch refuses the batch.
+fn validate<'p, 'a>(
+    catalog: &CatalogState,
+    db: &str,
+    rp: Option<&str>,
+    points: &'p [Point<'a>],
+) -> Result<Validated<'p, 'a>, StorageError> {
+    let database = catalog
+        .database(db)
+        .ok_or_else(|| StorageError::DatabaseNotFound(db.to_string()))?;
+    let rp_name = rp.unwrap_or(&database.default_rp);
+    let rp_meta = database
+        .rp(rp_name)
+        .cloned()
+        .ok_or_else(|| StorageError::RetentionPolicyNotFound(rp_name.to_string()))?;
+    let mut accepted = Vec::with_capacity(points.len());
+    let mut dropped = 0;
+    let mut reason: Option<String> = None;
+    let mut new_fields: HashMap<(&str, &str), FieldType> = HashMap::new();
+    let oldest = match rp_meta.duration {
+        0 => i64::MIN,
+        duration => now_nanos().saturating_sub(i64::try_from(duration).unwrap_or(i64::MAX)),
+    };
+    for point in points {
+        let measurement = point.measurement.as_ref();
+        if point.timestamp < oldest {
+            dropped += 1;
+            reason.get_or_insert_with(|| "points beyond retention policy".to_string());
+            continue;
+        }
+        if point.tags.iter().any(|(key, _)| key == "time") {
+            dropped += 1;
+            reason.get_or_insert_with(|| format!("invalid tag key: input tag \"time\" on measurement \"{measurement}\" is invalid"));
+            continue;
+        }
+        if point.fields.iter().all(|(name, _)| name == "time") {
+            dropped += 1;
+            reason.get_or_insert_with(|| format!("invalid field name: input field \"time\" on measurement \"{measurement}\" is invalid"));
+            continue;
+        }
+        let meta = database.measurements.get(measurement);
+        let mut resolved = Vec::with_capacity(point.fields.len());
+        let mut conflict = None;
+        for (name, value) in point.fields.iter().filter(|(name, _)| name != "time") {
+            let field_type = field_type_of(value);
+            match meta.and_then(|meta| meta.field(name)) {
+                Some((id, stored)) if stored == field_type => resolved.push((id, value_of(value))),
+                Some((_, stored)) => {
+                    conflict = Some(conflict_text(name, measurement, field_type, stored));
+                    break;
+                }
+                None => match new_fields.get(&(measurement, name.as_ref())) {
+                    Some(&first) if first != field_type => {
+                        return Err(StorageError::WriteRejected(conflict_text(
+                            name,
+                            measurement,
+                            field_type,
+                            first,
+                        )));
+                    }
+                    Some(_) => {}
+                    None => {
+                        new_fields.insert((measurement, name.as_ref()), field_type);
+                    }
+                },
+            }
+        }
+        if let Some(conflict) = conflict {
+            dropped += 1;
+            reason.get_or_insert(conflict);
+            continue;
+        }
+        accepted.push((point, resolved));
+    }
+    if !new_fields.is_empty() {
+        let mut list: Vec<(String, String, FieldType)> = new_fields
+            .into_iter()
+            .map(|((measurement, field), field_type)| {
+                (measurement.to_string(), field.to_string(), field_type)
+            })
+            .collect();
+        list.sort();
+        return Ok(Validated::NewFields(list));
+    }
+    Ok(Validated::Done {
+        db_id: database.id,
+        rp: rp_meta,
+        points: accepted,
+        dropped,
+        reason,
+    })
+}

@@ -1,0 +1,234 @@
+use std::time::Duration;
+
+use super::*;
+use crate::lineproto::{self, Precision};
+
+fn open(dir: &std::path::Path) -> Storage {
+    Storage::open(StorageOptions::for_test(dir.to_path_buf())).expect("open")
+}
+
+fn write(storage: &Storage, db: &str, body: &str) -> WriteOutcome {
+    let batch = lineproto::parse(body.as_bytes(), Precision::Nanosecond, 0);
+    assert!(batch.errors.is_empty(), "{:?}", batch.errors);
+    storage.write(db, None, &batch.points).expect("write")
+}
+
+fn values(
+    storage: &Storage,
+    db: &str,
+    measurement: &str,
+    field: &str,
+) -> Vec<(String, Vec<(i64, Value)>)> {
+    storage
+        .series(db, measurement)
+        .expect("series")
+        .into_iter()
+        .map(|series| {
+            let points = storage
+                .read_field(db, "autogen", series.id, field, i64::MIN, i64::MAX)
+                .expect("read");
+            (series.key, points)
+        })
+        .collect()
+}
+
+#[test]
+fn write_read_flush_reopen_keeps_exactly_one_copy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = open(dir.path());
+    storage.create_database("db", None).expect("create");
+    write(
+        &storage,
+        "db",
+        "cpu,host=a v=1 10\ncpu,host=a v=2 20\ncpu,host=b v=3 10\ncpu,host=a s=\"x\" 30",
+    );
+    let expected = vec![
+        (
+            "cpu,host=a".to_string(),
+            vec![(10, Value::Float(1.0)), (20, Value::Float(2.0))],
+        ),
+        ("cpu,host=b".to_string(), vec![(10, Value::Float(3.0))]),
+    ];
+    assert_eq!(values(&storage, "db", "cpu", "v"), expected);
+    storage.flush().expect("flush");
+    assert_eq!(values(&storage, "db", "cpu", "v"), expected);
+    // overwrite after the flush: the newer version wins
+    write(&storage, "db", "cpu,host=a v=9 20");
+    assert_eq!(
+        values(&storage, "db", "cpu", "v")[0].1,
+        vec![(10, Value::Float(1.0)), (20, Value::Float(9.0))]
+    );
+    storage.close().expect("close");
+    drop(storage);
+    let storage = open(dir.path());
+    assert_eq!(
+        values(&storage, "db", "cpu", "v")[0].1,
+        vec![(10, Value::Float(1.0)), (20, Value::Float(9.0))]
+    );
+    assert_eq!(
+        values(&storage, "db", "cpu", "s")[0].1,
+        vec![(30, Value::String("x".into()))]
+    );
+    assert_eq!(
+        storage.tag_values("db", "cpu", "host").expect("tags"),
+        vec!["a", "b"]
+    );
+    assert_eq!(
+        storage
+            .series_with_tag("db", "cpu", "host", "b")
+            .expect("postings")
+            .len(),
+        1
+    );
+    storage.close().expect("close");
+}
+
+#[test]
+fn unflushed_writes_survive_a_crash_through_the_wal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let storage = open(dir.path());
+        storage.create_database("db", None).expect("create");
+        write(&storage, "db", "m,t=1 v=1i 1\nm,t=1 v=2i 2");
+        storage.flush().expect("flush");
+        write(&storage, "db", "m,t=1 v=3i 3");
+        // no close: the buffer is lost, the WAL is not
+    }
+    let storage = open(dir.path());
+    let got = values(&storage, "db", "m", "v");
+    assert_eq!(
+        got[0].1,
+        vec![
+            (1, Value::Integer(1)),
+            (2, Value::Integer(2)),
+            (3, Value::Integer(3))
+        ]
+    );
+    storage.flush().expect("flush");
+    drop(storage);
+    let storage = open(dir.path());
+    assert_eq!(values(&storage, "db", "m", "v")[0].1.len(), 3);
+}
+
+#[test]
+fn field_type_conflicts_follow_influxdb() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = open(dir.path());
+    storage.create_database("db", None).expect("create");
+    write(&storage, "db", "m,t=a f=1 1000000000");
+    let outcome = write(
+        &storage,
+        "db",
+        "m,t=b f=2i 4000000000\nm,t=c f=5 5000000000",
+    );
+    assert_eq!(outcome.written, 1);
+    assert_eq!(outcome.dropped, 1);
+    assert_eq!(
+        outcome.conflict.as_deref(),
+        Some("field type conflict: input field \"f\" on measurement \"m\" is type integer, already exists as type float")
+    );
+    let batch = lineproto::parse(b"n v=1 1\nn v=1i 2", Precision::Nanosecond, 0);
+    assert!(matches!(
+        storage.write("db", None, &batch.points),
+        Err(StorageError::WriteRejected(_))
+    ));
+    let outcome = write(&storage, "db", "tt time=1 1");
+    assert_eq!(outcome.dropped, 1);
+    let outcome = write(&storage, "db", "tt v=1,time=2 1");
+    assert_eq!((outcome.written, outcome.dropped), (1, 0));
+    assert_eq!(
+        storage.field_types("db", "tt").expect("fields"),
+        vec![("v".to_string(), FieldType::Float)]
+    );
+}
+
+#[test]
+fn drop_measurement_and_database_remove_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = open(dir.path());
+    storage.create_database("db", None).expect("create");
+    write(&storage, "db", "m1,host=a v=1 1\nm2,host=b v=2 1");
+    storage.flush().expect("flush");
+    storage.drop_measurement("db", "m1").expect("drop");
+    assert_eq!(storage.measurements("db").expect("m"), vec!["m2"]);
+    write(&storage, "db", "m1,host=a v=5i 2");
+    assert_eq!(
+        values(&storage, "db", "m1", "v")[0].1,
+        vec![(2, Value::Integer(5))]
+    );
+    storage.drop_database("db").expect("drop db");
+    assert!(!storage.database_exists("db"));
+    storage.create_database("db", None).expect("again");
+    assert!(storage.measurements("db").expect("m").is_empty());
+    storage.close().expect("close");
+    drop(storage);
+    let storage = open(dir.path());
+    assert!(storage.measurements("db").expect("m").is_empty());
+}
+
+#[test]
+fn retention_drops_expired_shard_groups() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = open(dir.path());
+    let spec = RetentionPolicySpec {
+        name: "short".into(),
+        duration: Some(Duration::from_secs(3600)),
+        ..Default::default()
+    };
+    storage.create_database("db", Some(spec)).expect("create");
+    let hour: i64 = 3_600_000_000_000;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as i64;
+    let outcome = write(
+        &storage,
+        "db",
+        &format!(
+            "m v=1 {now}\nm v=2 {}\nm v=0 {}",
+            now + 3 * hour,
+            now - 2 * hour
+        ),
+    );
+    assert_eq!(
+        outcome.conflict.as_deref(),
+        Some("points beyond retention policy")
+    );
+    storage.flush().expect("flush");
+    let read = |storage: &Storage| {
+        let series = storage.series("db", "m").expect("series");
+        storage
+            .read_field("db", "short", series[0].id, "v", i64::MIN, i64::MAX)
+            .expect("read")
+    };
+    assert_eq!(read(&storage).len(), 2);
+    assert_eq!(
+        storage
+            .enforce_retention(now + 3 * hour)
+            .expect("retention"),
+        1
+    );
+    assert_eq!(read(&storage), vec![(now + 3 * hour, Value::Float(2.0))]);
+}
+
+#[test]
+fn concurrent_writers_share_fsyncs_and_lose_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut options = StorageOptions::for_test(dir.path().to_path_buf());
+    options.wal_fsync = true;
+    let storage = Storage::open(options).expect("open");
+    storage.create_database("db", None).expect("create");
+    std::thread::scope(|scope| {
+        for writer in 0..4 {
+            let storage = storage.clone();
+            scope.spawn(move || {
+                for i in 0..50 {
+                    write(&storage, "db", &format!("m,w={writer} v={i} {i}"));
+                }
+            });
+        }
+    });
+    let got = values(&storage, "db", "m", "v");
+    assert_eq!(got.len(), 4);
+    assert!(got.iter().all(|(_, points)| points.len() == 50));
+}
