@@ -13,6 +13,9 @@ use super::params::Params;
 use super::{ApiError, ApiState};
 use crate::influxql::{self, Epoch, Message, QueryContext};
 
+/// InfluxDB's default `chunk_size`.
+const DEFAULT_CHUNK_SIZE: usize = 10_000;
+
 pub async fn query(
     request: HttpRequest,
     payload: web::Payload,
@@ -42,6 +45,22 @@ pub async fn query(
     };
     let epoch = Epoch::from_param(params.get("epoch"));
     let pretty = params.flag("pretty");
+    let chunk_size = if params.flag("chunked") {
+        Some(
+            params
+                .get("chunk_size")
+                .and_then(|size| size.parse::<usize>().ok())
+                .filter(|&size| size > 0)
+                .unwrap_or(DEFAULT_CHUNK_SIZE),
+        )
+    } else {
+        None
+    };
+    let csv = request
+        .headers()
+        .get(actix_web::http::header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.contains("application/csv") || value.contains("text/csv"));
     let read_only = request.method() == Method::GET;
     let storage = state.storage.clone();
     let body = web::block(move || {
@@ -58,10 +77,15 @@ pub async fn query(
                 }
             }
         }
-        influxql::encode_json(&results, epoch, pretty)
+        if csv {
+            influxql::encode_csv(&results, epoch)
+        } else if let Some(chunk_size) = chunk_size {
+            influxql::encode_json_chunks(&results, epoch, pretty, chunk_size)
+        } else {
+            influxql::encode_json(&results, epoch, pretty)
+        }
     })
     .await?;
-    Ok(HttpResponse::Ok()
-        .content_type("application/json")
-        .body(body))
+    let content_type = if csv { "text/csv" } else { "application/json" };
+    Ok(HttpResponse::Ok().content_type(content_type).body(body))
 }

@@ -1,6 +1,14 @@
 //! InfluxQL: lexer → AST → plan → execute → encode.
 //!
-//! (The helper that builds it replaces this doc with the real one.)
+//! - [`lexer`]: tokens with byte positions (for `at line L, char C`);
+//! - [`ast`]: the syntax tree of all of InfluxQL's SELECT (expressions, calls,
+//!   GROUP BY, fill, limits, subqueries) and the statements that exist today;
+//!   `Display` prints a statement back as InfluxQL;
+//! - [`parser`]: recursive descent, InfluxDB's error texts;
+//! - [`exec`]: plans a statement (time range, series filter, columns) and runs
+//!   it against the storage engine;
+//! - [`encode`]: JSON (plain, pretty, chunked) and CSV, byte for byte as
+//!   InfluxDB 1.6.7 writes them.
 //!
 //! Contract with the HTTP layer:
 //! - [`parse`] turns the `q` text into a [`Query`] (statements separated by `;`)
@@ -10,18 +18,35 @@
 //!   [`StatementResult`] per statement, with InfluxDB's "not executed" rule.
 //! - `encode_*` produce the bytes of the response (JSON, CSV, chunked JSON).
 
+pub mod ast;
+pub mod encode;
+mod exec;
+pub mod lexer;
+mod parser;
+#[cfg(test)]
+mod tests;
+
+pub use encode::{encode_csv, encode_json, encode_json_chunks};
+
 use crate::storage::Storage;
 
 /// A parsed query: one or more statements.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Query {}
+pub struct Query {
+    pub statements: Vec<ast::Statement>,
+}
 
 impl Query {
     /// The statements that change data or schema, printed as InfluxDB prints
     /// them (for the GET deprecation warning: `deprecated use of 'CREATE DATABASE x' in a read only context, please use a POST request instead`).
     /// Each item is `(statement index, printed statement)`.
     pub fn write_statements(&self) -> Vec<(usize, String)> {
-        todo!()
+        self.statements
+            .iter()
+            .enumerate()
+            .filter(|(_, statement)| statement.is_write())
+            .map(|(index, statement)| (index, statement.to_string()))
+            .collect()
     }
 }
 
@@ -33,8 +58,8 @@ pub struct ParseError {
 }
 
 pub fn parse(text: &str) -> Result<Query, ParseError> {
-    let _ = text;
-    todo!()
+    let statements = parser::Parser::new(text).parse_query()?;
+    Ok(Query { statements })
 }
 
 /// What a query runs with.
@@ -90,8 +115,31 @@ pub struct StatementResult {
 
 /// Run every statement; after a failing statement the rest are "not executed".
 pub fn execute(query: &Query, context: &QueryContext, storage: &Storage) -> Vec<StatementResult> {
-    let _ = (query, context, storage);
-    todo!()
+    let mut results = Vec::with_capacity(query.statements.len());
+    for (index, statement) in query.statements.iter().enumerate() {
+        match exec::execute_statement(statement, context, storage) {
+            Ok(mut result) => {
+                result.statement_id = index;
+                results.push(result);
+            }
+            Err(error) => {
+                // InfluxDB reports a failure after the first statement as "not
+                // executed" and returns nothing after it.
+                let error = if index == 0 {
+                    error
+                } else {
+                    "not executed".to_string()
+                };
+                results.push(StatementResult {
+                    statement_id: index,
+                    error: Some(error),
+                    ..Default::default()
+                });
+                break;
+            }
+        }
+    }
+    results
 }
 
 /// Time format of a response: RFC3339 (no `epoch=`) or an integer epoch.
@@ -115,10 +163,4 @@ impl Epoch {
             Some(_) => Epoch::Units(1),
         }
     }
-}
-
-/// `{"results":[…]}`, pretty-printed with `pretty=true`.
-pub fn encode_json(results: &[StatementResult], epoch: Epoch, pretty: bool) -> Vec<u8> {
-    let _ = (results, epoch, pretty);
-    todo!()
 }

@@ -7,7 +7,7 @@
 
 mod parser;
 
-pub use parser::parse;
+pub use parser::{parse, MAX_NANO_TIME, MIN_NANO_TIME};
 
 use std::borrow::Cow;
 

@@ -1,0 +1,353 @@
+//! Response encoders: JSON as InfluxDB 1.6.7 writes it (Go's number and
+//! time formats), chunked JSON, and CSV.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+
+use super::{Cell, Epoch, ResultSeries, StatementResult};
+
+/// Go's `time.RFC3339Nano`: fractional seconds without trailing zeros.
+pub fn format_time(nanos: i64) -> String {
+    let seconds = nanos.div_euclid(1_000_000_000);
+    let fraction = nanos.rem_euclid(1_000_000_000) as u32;
+    let Some(time) = DateTime::<Utc>::from_timestamp(seconds, fraction) else {
+        return nanos.to_string();
+    };
+    let mut out = time.format("%Y-%m-%dT%H:%M:%S").to_string();
+    if fraction != 0 {
+        let digits = format!("{fraction:09}");
+        out.push('.');
+        out.push_str(digits.trim_end_matches('0'));
+    }
+    out.push('Z');
+    out
+}
+
+/// A float as Go's encoding/json writes it: shortest round-trip digits,
+/// exponent form below 1e-6 and from 1e21.
+pub fn format_float(value: f64, out: &mut String) {
+    if !value.is_finite() {
+        // JSON has no NaN/Inf; InfluxDB never emits them in results.
+        out.push_str("null");
+        return;
+    }
+    let abs = value.abs();
+    if abs != 0.0 && !(1e-6..1e21).contains(&abs) {
+        let text = format!("{value:e}");
+        // Rust: 1e-7, 1.5e21; Go: 1e-07, 1.5e+21
+        if let Some((mantissa, exponent)) = text.split_once('e') {
+            let (sign, digits) = match exponent.strip_prefix('-') {
+                Some(digits) => ('-', digits),
+                None => ('+', exponent),
+            };
+            let _ = write!(out, "{mantissa}e{sign}{digits:0>2}");
+            return;
+        }
+        out.push_str(&text);
+        return;
+    }
+    let _ = write!(out, "{value}");
+}
+
+fn json_string(text: &str, out: &mut String) {
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn cell(value: &Cell, epoch: Epoch, out: &mut String) {
+    match value {
+        Cell::Null => out.push_str("null"),
+        Cell::Time(nanos) => match epoch {
+            Epoch::Rfc3339 => json_string(&format_time(*nanos), out),
+            Epoch::Units(units) => {
+                let _ = write!(out, "{}", nanos / units.max(1));
+            }
+        },
+        Cell::Float(v) => format_float(*v, out),
+        Cell::Integer(v) => {
+            let _ = write!(out, "{v}");
+        }
+        Cell::Unsigned(v) => {
+            let _ = write!(out, "{v}");
+        }
+        Cell::String(v) => json_string(v, out),
+        Cell::Boolean(v) => out.push_str(if *v { "true" } else { "false" }),
+    }
+}
+
+fn series(series: &ResultSeries, epoch: Epoch, out: &mut String) {
+    out.push('{');
+    let mut first = true;
+    let mut key = |name: &str, out: &mut String| {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        json_string(name, out);
+        out.push(':');
+    };
+    if let Some(name) = &series.name {
+        key("name", out);
+        json_string(name, out);
+    }
+    if let Some(tags) = &series.tags {
+        key("tags", out);
+        out.push('{');
+        for (index, (tag, value)) in tags.iter().enumerate() {
+            if index > 0 {
+                out.push(',');
+            }
+            json_string(tag, out);
+            out.push(':');
+            json_string(value, out);
+        }
+        out.push('}');
+    }
+    key("columns", out);
+    out.push('[');
+    for (index, column) in series.columns.iter().enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        json_string(column, out);
+    }
+    out.push(']');
+    if !series.values.is_empty() {
+        key("values", out);
+        out.push('[');
+        for (row_index, row) in series.values.iter().enumerate() {
+            if row_index > 0 {
+                out.push(',');
+            }
+            out.push('[');
+            for (index, value) in row.iter().enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                cell(value, epoch, out);
+            }
+            out.push(']');
+        }
+        out.push(']');
+    }
+    if series.partial {
+        key("partial", out);
+        out.push_str("true");
+    }
+    out.push('}');
+}
+
+fn result(result: &StatementResult, epoch: Epoch, out: &mut String) {
+    let _ = write!(out, "{{\"statement_id\":{}", result.statement_id);
+    if !result.series.is_empty() {
+        out.push_str(",\"series\":[");
+        for (index, item) in result.series.iter().enumerate() {
+            if index > 0 {
+                out.push(',');
+            }
+            series(item, epoch, out);
+        }
+        out.push(']');
+    }
+    if !result.messages.is_empty() {
+        out.push_str(",\"messages\":[");
+        for (index, message) in result.messages.iter().enumerate() {
+            if index > 0 {
+                out.push(',');
+            }
+            out.push_str("{\"level\":");
+            json_string(&message.level, out);
+            out.push_str(",\"text\":");
+            json_string(&message.text, out);
+            out.push('}');
+        }
+        out.push(']');
+    }
+    if result.partial {
+        out.push_str(",\"partial\":true");
+    }
+    if let Some(error) = &result.error {
+        out.push_str(",\"error\":");
+        json_string(error, out);
+    }
+    out.push('}');
+}
+
+fn finish(compact: String, pretty: bool) -> Vec<u8> {
+    if !pretty {
+        let mut bytes = compact.into_bytes();
+        bytes.push(b'\n');
+        return bytes;
+    }
+    match serde_json::from_str::<serde_json::Value>(&compact) {
+        Ok(value) => {
+            let mut bytes =
+                serde_json::to_vec_pretty(&value).unwrap_or_else(|_| compact.into_bytes());
+            bytes.push(b'\n');
+            bytes
+        }
+        Err(_) => compact.into_bytes(),
+    }
+}
+
+/// `{"results":[…]}`, pretty-printed with `pretty=true`.
+pub fn encode_json(results: &[StatementResult], epoch: Epoch, pretty: bool) -> Vec<u8> {
+    let mut out = String::from("{\"results\":[");
+    for (index, item) in results.iter().enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        result(item, epoch, &mut out);
+    }
+    out.push_str("]}");
+    finish(out, pretty)
+}
+
+/// `chunked=true`: one `{"results":[…]}` document per line, each series cut
+/// into chunks of at most `chunk_size` rows. A cut series is marked
+/// `"partial":true` in every chunk but its last, and a statement's result is
+/// marked `"partial":true` in every document but its last.
+pub fn encode_json_chunks(
+    results: &[StatementResult],
+    epoch: Epoch,
+    pretty: bool,
+    chunk_size: usize,
+) -> Vec<u8> {
+    let chunk_size = chunk_size.max(1);
+    let mut out = Vec::new();
+    for item in results {
+        let mut pieces: Vec<StatementResult> = Vec::new();
+        for whole in &item.series {
+            let chunks: Vec<&[Vec<Cell>]> = if whole.values.is_empty() {
+                vec![&whole.values[..]]
+            } else {
+                whole.values.chunks(chunk_size).collect()
+            };
+            let count = chunks.len();
+            for (index, rows) in chunks.into_iter().enumerate() {
+                pieces.push(StatementResult {
+                    statement_id: item.statement_id,
+                    series: vec![ResultSeries {
+                        name: whole.name.clone(),
+                        tags: whole.tags.clone(),
+                        columns: whole.columns.clone(),
+                        values: rows.to_vec(),
+                        partial: index + 1 < count,
+                    }],
+                    ..Default::default()
+                });
+            }
+        }
+        if pieces.is_empty() {
+            pieces.push(StatementResult {
+                series: Vec::new(),
+                ..item.clone()
+            });
+        } else if let Some(last) = pieces.last_mut() {
+            last.messages = item.messages.clone();
+            last.error = item.error.clone();
+        }
+        let total = pieces.len();
+        for (index, mut piece) in pieces.into_iter().enumerate() {
+            piece.partial = index + 1 < total;
+            out.extend(encode_json(std::slice::from_ref(&piece), epoch, pretty));
+        }
+    }
+    out
+}
+
+fn csv_field(text: &str, out: &mut String) {
+    if text.contains([',', '"', '\n', '\r']) {
+        out.push('"');
+        out.push_str(&text.replace('"', "\"\""));
+        out.push('"');
+    } else {
+        out.push_str(text);
+    }
+}
+
+/// `Accept: application/csv`: `name,tags,<columns>` then one line per row;
+/// times are integers (nanoseconds unless `epoch=` says otherwise); results
+/// of several statements are separated by an empty line.
+pub fn encode_csv(results: &[StatementResult], epoch: Epoch) -> Vec<u8> {
+    let mut out = String::new();
+    let units = match epoch {
+        Epoch::Rfc3339 => 1,
+        Epoch::Units(units) => units.max(1),
+    };
+    for (result_index, item) in results.iter().enumerate() {
+        if result_index > 0 {
+            out.push('\n');
+        }
+        if let Some(error) = &item.error {
+            out.push_str("error\n");
+            csv_field(error, &mut out);
+            out.push('\n');
+            continue;
+        }
+        let mut header_written: Option<Vec<String>> = None;
+        for series in &item.series {
+            if header_written.as_ref() != Some(&series.columns) {
+                out.push_str("name,tags");
+                for column in &series.columns {
+                    out.push(',');
+                    csv_field(column, &mut out);
+                }
+                out.push('\n');
+                header_written = Some(series.columns.clone());
+            }
+            let tags = series
+                .tags
+                .as_ref()
+                .map(|tags| {
+                    tags.iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default();
+            for row in &series.values {
+                csv_field(series.name.as_deref().unwrap_or(""), &mut out);
+                out.push(',');
+                csv_field(&tags, &mut out);
+                for value in row {
+                    out.push(',');
+                    match value {
+                        Cell::Null => {}
+                        Cell::Time(nanos) => {
+                            let _ = write!(out, "{}", nanos / units);
+                        }
+                        Cell::Float(v) => format_float(*v, &mut out),
+                        Cell::Integer(v) => {
+                            let _ = write!(out, "{v}");
+                        }
+                        Cell::Unsigned(v) => {
+                            let _ = write!(out, "{v}");
+                        }
+                        Cell::String(v) => csv_field(v, &mut out),
+                        Cell::Boolean(v) => out.push_str(if *v { "true" } else { "false" }),
+                    }
+                }
+                out.push('\n');
+            }
+        }
+    }
+    out.into_bytes()
+}

@@ -1,0 +1,1059 @@
+//! Planning and execution of statements against the storage engine.
+//!
+//! A SELECT is planned into: the database and retention policy, the
+//! measurements, a time range (from the `time` conditions of the top-level
+//! AND chain), a per-series tag filter, a per-row residual filter, and the
+//! output columns. Execution reads only the fields it needs, one series at a
+//! time, and merges the rows of a group by time.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use chrono::{NaiveDate, NaiveDateTime};
+use regex::Regex;
+
+use super::ast::*;
+use super::lexer::format_go_duration;
+use super::{Cell, QueryContext, ResultSeries, StatementResult};
+use crate::lineproto::{MAX_NANO_TIME, MIN_NANO_TIME};
+use crate::storage::{
+    FieldType, RetentionPolicySpec, RetentionPolicyUpdate, SeriesInfo, Storage, StorageError, Value,
+};
+
+type Result<T> = std::result::Result<T, String>;
+
+fn storage_error(error: StorageError) -> String {
+    match error {
+        StorageError::DatabaseNotFound(name) => format!("database not found: {name}"),
+        StorageError::RetentionPolicyNotFound(name) => {
+            format!("retention policy not found: {name}")
+        }
+        other => other.to_string(),
+    }
+}
+
+fn nanos(duration: i64) -> Duration {
+    Duration::from_nanos(u64::try_from(duration).unwrap_or(0))
+}
+
+fn database<'a>(explicit: &'a Option<String>, context: &'a QueryContext) -> Result<&'a str> {
+    explicit
+        .as_deref()
+        .or(context.database.as_deref())
+        .ok_or_else(|| "database name required".to_string())
+}
+
+fn require_database(storage: &Storage, name: &str) -> Result<()> {
+    if storage.database_exists(name) {
+        Ok(())
+    } else {
+        Err(format!("database not found: {name}"))
+    }
+}
+
+fn empty() -> StatementResult {
+    StatementResult::default()
+}
+
+fn with_series(series: Vec<ResultSeries>) -> StatementResult {
+    StatementResult {
+        series,
+        ..Default::default()
+    }
+}
+
+pub fn execute_statement(
+    statement: &Statement,
+    context: &QueryContext,
+    storage: &Storage,
+) -> Result<StatementResult> {
+    match statement {
+        Statement::Select(select) => execute_select(select, context, storage),
+        Statement::CreateDatabase { name, rp } => {
+            let spec = rp.as_ref().map(|rp| RetentionPolicySpec {
+                name: rp
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| crate::storage::DEFAULT_RP_NAME.to_string()),
+                duration: rp.duration.map(nanos),
+                shard_group_duration: rp.shard_duration.map(nanos),
+                replication: rp.replication,
+            });
+            storage.create_database(name, spec).map_err(storage_error)?;
+            Ok(empty())
+        }
+        Statement::DropDatabase { name } => {
+            storage.drop_database(name).map_err(storage_error)?;
+            Ok(empty())
+        }
+        Statement::ShowDatabases => {
+            let values = storage
+                .database_names()
+                .into_iter()
+                .map(|name| vec![Cell::String(name)])
+                .collect();
+            Ok(with_series(vec![ResultSeries {
+                name: Some("databases".into()),
+                columns: vec!["name".into()],
+                values,
+                ..Default::default()
+            }]))
+        }
+        Statement::CreateRetentionPolicy {
+            name,
+            database,
+            duration,
+            replication,
+            shard_duration,
+            default,
+        } => {
+            let spec = RetentionPolicySpec {
+                name: name.clone(),
+                duration: Some(nanos(*duration)),
+                shard_group_duration: shard_duration.map(nanos),
+                replication: Some(*replication),
+            };
+            storage
+                .create_retention_policy(database, spec, *default)
+                .map_err(storage_error)?;
+            Ok(empty())
+        }
+        Statement::AlterRetentionPolicy {
+            name,
+            database,
+            duration,
+            replication,
+            shard_duration,
+            default,
+        } => {
+            let update = RetentionPolicyUpdate {
+                duration: duration.map(nanos),
+                shard_group_duration: shard_duration.map(nanos),
+                replication: *replication,
+                make_default: *default,
+            };
+            storage
+                .alter_retention_policy(database, name, update)
+                .map_err(storage_error)?;
+            Ok(empty())
+        }
+        Statement::DropRetentionPolicy { name, database } => {
+            storage
+                .drop_retention_policy(database, name)
+                .map_err(storage_error)?;
+            Ok(empty())
+        }
+        Statement::ShowRetentionPolicies { database: explicit } => {
+            let db = database(explicit, context)?;
+            let policies = storage.retention_policies(db).map_err(storage_error)?;
+            let values = policies
+                .into_iter()
+                .map(|rp| {
+                    vec![
+                        Cell::String(rp.name),
+                        Cell::String(format_go_duration(rp.duration.as_nanos() as i64)),
+                        Cell::String(format_go_duration(rp.shard_group_duration.as_nanos() as i64)),
+                        Cell::Integer(i64::from(rp.replication)),
+                        Cell::Boolean(rp.default),
+                    ]
+                })
+                .collect();
+            Ok(with_series(vec![ResultSeries {
+                name: None,
+                columns: [
+                    "name",
+                    "duration",
+                    "shardGroupDuration",
+                    "replicaN",
+                    "default",
+                ]
+                .map(String::from)
+                .to_vec(),
+                values,
+                ..Default::default()
+            }]))
+        }
+        Statement::ShowMeasurements {
+            database: explicit,
+            source,
+            condition,
+            limit,
+            offset,
+        } => {
+            let db = database(explicit, context)?;
+            if !storage.database_exists(db) {
+                return Ok(empty());
+            }
+            let mut names = storage.measurements(db).map_err(storage_error)?;
+            if let Some(source) = source {
+                let matcher = MeasurementMatcher::new(source)?;
+                names.retain(|name| matcher.matches(name));
+            }
+            if let Some(condition) = condition {
+                let mut kept = Vec::new();
+                for name in names {
+                    let series = storage.series(db, &name).map_err(storage_error)?;
+                    if series.iter().any(|s| tag_filter(condition, &s.tags)) {
+                        kept.push(name);
+                    }
+                }
+                names = kept;
+            }
+            let values: Vec<Vec<Cell>> = paginate(names, *limit, *offset)
+                .into_iter()
+                .map(|name| vec![Cell::String(name)])
+                .collect();
+            if values.is_empty() {
+                return Ok(empty());
+            }
+            Ok(with_series(vec![ResultSeries {
+                name: Some("measurements".into()),
+                columns: vec!["name".into()],
+                values,
+                ..Default::default()
+            }]))
+        }
+        Statement::ShowFieldKeys {
+            database: explicit,
+            sources,
+        } => {
+            let db = database(explicit, context)?;
+            require_database(storage, db)?;
+            let mut out = Vec::new();
+            for measurement in measurements_of(storage, db, sources)? {
+                let fields = storage
+                    .field_types(db, &measurement)
+                    .map_err(storage_error)?;
+                if fields.is_empty() {
+                    continue;
+                }
+                out.push(ResultSeries {
+                    name: Some(measurement),
+                    columns: vec!["fieldKey".into(), "fieldType".into()],
+                    values: fields
+                        .into_iter()
+                        .map(|(name, field_type)| {
+                            vec![Cell::String(name), Cell::String(field_type.name().into())]
+                        })
+                        .collect(),
+                    ..Default::default()
+                });
+            }
+            Ok(with_series(out))
+        }
+        Statement::ShowTagKeys {
+            database: explicit,
+            sources,
+        } => {
+            let db = database(explicit, context)?;
+            require_database(storage, db)?;
+            let mut out = Vec::new();
+            for measurement in measurements_of(storage, db, sources)? {
+                let keys = storage.tag_keys(db, &measurement).map_err(storage_error)?;
+                if keys.is_empty() {
+                    continue;
+                }
+                out.push(ResultSeries {
+                    name: Some(measurement),
+                    columns: vec!["tagKey".into()],
+                    values: keys
+                        .into_iter()
+                        .map(|key| vec![Cell::String(key)])
+                        .collect(),
+                    ..Default::default()
+                });
+            }
+            Ok(with_series(out))
+        }
+        Statement::ShowTagValues {
+            database: explicit,
+            sources,
+            keys,
+            condition,
+        } => {
+            let db = database(explicit, context)?;
+            require_database(storage, db)?;
+            let key_matches = |key: &str| -> Result<bool> {
+                Ok(match keys {
+                    TagKeyMatch::Eq(k) => key == k,
+                    TagKeyMatch::Neq(k) => key != k,
+                    TagKeyMatch::In(ks) => ks.iter().any(|k| k == key),
+                    TagKeyMatch::Regex(r) => compile(r)?.is_match(key),
+                    TagKeyMatch::NotRegex(r) => !compile(r)?.is_match(key),
+                })
+            };
+            let mut out = Vec::new();
+            for measurement in measurements_of(storage, db, sources)? {
+                let mut pairs: BTreeSet<(String, String)> = BTreeSet::new();
+                for series in storage.series(db, &measurement).map_err(storage_error)? {
+                    if let Some(condition) = condition {
+                        if !tag_filter(condition, &series.tags) {
+                            continue;
+                        }
+                    }
+                    for (key, value) in &series.tags {
+                        if key_matches(key)? {
+                            pairs.insert((key.clone(), value.clone()));
+                        }
+                    }
+                }
+                if pairs.is_empty() {
+                    continue;
+                }
+                out.push(ResultSeries {
+                    name: Some(measurement),
+                    columns: vec!["key".into(), "value".into()],
+                    values: pairs
+                        .into_iter()
+                        .map(|(key, value)| vec![Cell::String(key), Cell::String(value)])
+                        .collect(),
+                    ..Default::default()
+                });
+            }
+            Ok(with_series(out))
+        }
+        Statement::ShowSeries {
+            database: explicit,
+            sources,
+            condition,
+        } => {
+            let db = database(explicit, context)?;
+            require_database(storage, db)?;
+            let mut keys = Vec::new();
+            for measurement in measurements_of(storage, db, sources)? {
+                for series in storage.series(db, &measurement).map_err(storage_error)? {
+                    if condition
+                        .as_ref()
+                        .is_none_or(|condition| tag_filter(condition, &series.tags))
+                    {
+                        keys.push(series.key);
+                    }
+                }
+            }
+            if keys.is_empty() {
+                return Ok(empty());
+            }
+            keys.sort();
+            Ok(with_series(vec![ResultSeries {
+                columns: vec!["key".into()],
+                values: keys
+                    .into_iter()
+                    .map(|key| vec![Cell::String(key)])
+                    .collect(),
+                ..Default::default()
+            }]))
+        }
+        Statement::DropMeasurement { name } => {
+            let db = database(&None, context)?;
+            require_database(storage, db)?;
+            storage.drop_measurement(db, name).map_err(storage_error)?;
+            Ok(empty())
+        }
+    }
+}
+
+fn paginate<T>(items: Vec<T>, limit: u64, offset: u64) -> Vec<T> {
+    let skipped = items
+        .into_iter()
+        .skip(usize::try_from(offset).unwrap_or(usize::MAX));
+    if limit == 0 {
+        skipped.collect()
+    } else {
+        skipped
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .collect()
+    }
+}
+
+fn compile(pattern: &str) -> Result<Regex> {
+    Regex::new(pattern).map_err(|error| format!("error parsing regexp: {error}"))
+}
+
+enum MeasurementMatcher {
+    Name(String),
+    Regex(Regex),
+}
+
+impl MeasurementMatcher {
+    fn new(source: &MeasurementMatch) -> Result<Self> {
+        Ok(match source {
+            MeasurementMatch::Name(name) => MeasurementMatcher::Name(name.clone()),
+            MeasurementMatch::Regex(regex) => MeasurementMatcher::Regex(compile(regex)?),
+        })
+    }
+    fn matches(&self, name: &str) -> bool {
+        match self {
+            MeasurementMatcher::Name(wanted) => wanted == name,
+            MeasurementMatcher::Regex(regex) => regex.is_match(name),
+        }
+    }
+}
+
+/// The measurements named by FROM (all of them when there is no FROM).
+fn measurements_of(storage: &Storage, db: &str, sources: &[Source]) -> Result<Vec<String>> {
+    let all = storage.measurements(db).map_err(storage_error)?;
+    if sources.is_empty() {
+        return Ok(all);
+    }
+    let mut out = BTreeSet::new();
+    for source in sources {
+        match source {
+            Source::Measurement { name, .. } => {
+                let matcher = MeasurementMatcher::new(name)?;
+                out.extend(all.iter().filter(|m| matcher.matches(m)).cloned());
+            }
+            Source::Subquery(_) => {
+                return Err("subqueries are not supported in SHOW statements".into())
+            }
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
+// ---------------------------------------------------------------- conditions
+
+/// A value during condition evaluation.
+#[derive(Debug, Clone, PartialEq)]
+enum Val {
+    Number(f64),
+    Integer(i64),
+    Str(String),
+    Bool(bool),
+}
+
+impl Val {
+    fn of(value: &Value) -> Val {
+        match value {
+            Value::Float(v) => Val::Number(*v),
+            Value::Integer(v) => Val::Integer(*v),
+            Value::Unsigned(v) => Val::Number(*v as f64),
+            Value::String(v) => Val::Str(v.clone()),
+            Value::Boolean(v) => Val::Bool(*v),
+        }
+    }
+    fn number(&self) -> Option<f64> {
+        match self {
+            Val::Number(v) => Some(*v),
+            Val::Integer(v) => Some(*v as f64),
+            _ => None,
+        }
+    }
+}
+
+/// What a condition can see: tags of the series and (per row) field values.
+trait Scope {
+    fn lookup(&self, name: &str, data_type: Option<DataType>) -> Option<Val>;
+}
+
+struct TagScope<'a>(&'a [(String, String)]);
+
+impl Scope for TagScope<'_> {
+    fn lookup(&self, name: &str, data_type: Option<DataType>) -> Option<Val> {
+        if data_type == Some(DataType::Field) {
+            return None;
+        }
+        // A tag that a series lacks compares as the empty string.
+        Some(Val::Str(
+            self.0
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.clone())
+                .unwrap_or_default(),
+        ))
+    }
+}
+
+struct RowScope<'a> {
+    tags: &'a [(String, String)],
+    fields: &'a BTreeMap<&'a str, Value>,
+    field_names: &'a BTreeSet<String>,
+}
+
+impl Scope for RowScope<'_> {
+    fn lookup(&self, name: &str, data_type: Option<DataType>) -> Option<Val> {
+        if data_type != Some(DataType::Tag) && self.field_names.contains(name) {
+            return self.fields.get(name).map(Val::of);
+        }
+        if data_type == Some(DataType::Field) {
+            return None;
+        }
+        TagScope(self.tags).lookup(name, data_type)
+    }
+}
+
+fn eval(expr: &Expr, scope: &dyn Scope) -> Option<Val> {
+    match expr {
+        Expr::VarRef { name, data_type } => scope.lookup(name, *data_type),
+        Expr::Integer(v) => Some(Val::Integer(*v)),
+        Expr::Number(v) => Some(Val::Number(*v)),
+        Expr::String(v) => Some(Val::Str(v.clone())),
+        Expr::Boolean(v) => Some(Val::Bool(*v)),
+        Expr::Duration(v) => Some(Val::Integer(*v)),
+        Expr::Paren(inner) => eval(inner, scope),
+        Expr::Binary { op, lhs, rhs } => {
+            match op {
+                BinaryOp::And => {
+                    let l = matches!(eval(lhs, scope), Some(Val::Bool(true)));
+                    return Some(Val::Bool(
+                        l && matches!(eval(rhs, scope), Some(Val::Bool(true))),
+                    ));
+                }
+                BinaryOp::Or => {
+                    let l = matches!(eval(lhs, scope), Some(Val::Bool(true)));
+                    return Some(Val::Bool(
+                        l || matches!(eval(rhs, scope), Some(Val::Bool(true))),
+                    ));
+                }
+                BinaryOp::RegexMatch | BinaryOp::RegexNotMatch => {
+                    let Expr::Regex(pattern) = rhs.as_ref() else {
+                        return Some(Val::Bool(false));
+                    };
+                    let Ok(regex) = Regex::new(pattern) else {
+                        return Some(Val::Bool(false));
+                    };
+                    let matched = match eval(lhs, scope) {
+                        Some(Val::Str(text)) => regex.is_match(&text),
+                        _ => return Some(Val::Bool(*op == BinaryOp::RegexNotMatch && false)),
+                    };
+                    return Some(Val::Bool(if *op == BinaryOp::RegexMatch {
+                        matched
+                    } else {
+                        !matched
+                    }));
+                }
+                _ => {}
+            }
+            let l = eval(lhs, scope)?;
+            let r = eval(rhs, scope)?;
+            compare_or_compute(*op, &l, &r)
+        }
+        _ => None,
+    }
+}
+
+fn compare_or_compute(op: BinaryOp, l: &Val, r: &Val) -> Option<Val> {
+    use std::cmp::Ordering;
+    let ordering: Option<Ordering> = match (l, r) {
+        (Val::Str(a), Val::Str(b)) => Some(a.cmp(b)),
+        (Val::Bool(a), Val::Bool(b)) if matches!(op, BinaryOp::Eq | BinaryOp::Neq) => {
+            Some(a.cmp(b))
+        }
+        (Val::Integer(a), Val::Integer(b)) => Some(a.cmp(b)),
+        _ => match (l.number(), r.number()) {
+            (Some(a), Some(b)) => a.partial_cmp(&b),
+            _ => None,
+        },
+    };
+    let result = match op {
+        BinaryOp::Eq => ordering == Some(Ordering::Equal),
+        BinaryOp::Neq => ordering.is_some_and(|o| o != Ordering::Equal),
+        BinaryOp::Lt => ordering == Some(Ordering::Less),
+        BinaryOp::Lte => matches!(ordering, Some(Ordering::Less | Ordering::Equal)),
+        BinaryOp::Gt => ordering == Some(Ordering::Greater),
+        BinaryOp::Gte => matches!(ordering, Some(Ordering::Greater | Ordering::Equal)),
+        _ => {
+            let (a, b) = (l.number()?, r.number()?);
+            return Some(Val::Number(match op {
+                BinaryOp::Add => a + b,
+                BinaryOp::Sub => a - b,
+                BinaryOp::Mul => a * b,
+                BinaryOp::Div => {
+                    if b == 0.0 {
+                        0.0
+                    } else {
+                        a / b
+                    }
+                }
+                BinaryOp::Mod => a % b,
+                _ => return None,
+            }));
+        }
+    };
+    Some(Val::Bool(result))
+}
+
+fn tag_filter(condition: &Expr, tags: &[(String, String)]) -> bool {
+    matches!(eval(condition, &TagScope(tags)), Some(Val::Bool(true)))
+}
+
+/// Names a condition refers to.
+fn var_refs<'a>(expr: &'a Expr, out: &mut Vec<(&'a str, Option<DataType>)>) {
+    match expr {
+        Expr::VarRef { name, data_type } => out.push((name, *data_type)),
+        Expr::Binary { lhs, rhs, .. } => {
+            var_refs(lhs, out);
+            var_refs(rhs, out);
+        }
+        Expr::Paren(inner) => var_refs(inner, out),
+        Expr::Call { args, .. } => args.iter().for_each(|arg| var_refs(arg, out)),
+        _ => {}
+    }
+}
+
+fn is_time_ref(expr: &Expr) -> bool {
+    matches!(expr, Expr::VarRef { name, .. } if name.eq_ignore_ascii_case("time"))
+}
+
+fn mentions_time(expr: &Expr) -> bool {
+    let mut refs = Vec::new();
+    var_refs(expr, &mut refs);
+    refs.iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("time"))
+}
+
+/// A time literal: RFC3339 or `YYYY-MM-DD[ HH:MM:SS]` string, integer
+/// nanoseconds, `now()`, and sums/differences with durations.
+fn time_value(expr: &Expr, now: i64) -> Result<i64> {
+    match expr {
+        Expr::String(text) => {
+            parse_time_string(text).ok_or_else(|| format!("invalid time literal: '{text}'"))
+        }
+        Expr::Integer(v) => Ok(*v),
+        Expr::Number(v) => Ok(*v as i64),
+        Expr::Duration(v) => Ok(*v),
+        Expr::Call { name, args } if name == "now" && args.is_empty() => Ok(now),
+        Expr::Paren(inner) => time_value(inner, now),
+        Expr::Binary {
+            op: BinaryOp::Add,
+            lhs,
+            rhs,
+        } => Ok(time_value(lhs, now)?.saturating_add(time_value(rhs, now)?)),
+        Expr::Binary {
+            op: BinaryOp::Sub,
+            lhs,
+            rhs,
+        } => Ok(time_value(lhs, now)?.saturating_sub(time_value(rhs, now)?)),
+        other => Err(format!("invalid time comparison: {other}")),
+    }
+}
+
+pub fn parse_time_string(text: &str) -> Option<i64> {
+    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
+        return time.timestamp_nanos_opt();
+    }
+    for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
+        if let Ok(time) = NaiveDateTime::parse_from_str(text, format) {
+            return time.and_utc().timestamp_nanos_opt();
+        }
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()?
+        .and_hms_opt(0, 0, 0)?
+        .and_utc()
+        .timestamp_nanos_opt()
+}
+
+struct Plan {
+    min_time: i64,
+    max_time: i64,
+    /// Conditions left after the time range was taken out.
+    residual: Option<Expr>,
+    /// A time condition under OR: InfluxDB then returns nothing.
+    nothing: bool,
+}
+
+fn plan_condition(condition: Option<&Expr>, now: i64) -> Result<Plan> {
+    let mut plan = Plan {
+        min_time: MIN_NANO_TIME,
+        max_time: MAX_NANO_TIME,
+        residual: None,
+        nothing: false,
+    };
+    let Some(condition) = condition else {
+        return Ok(plan);
+    };
+    let mut residual = Vec::new();
+    collect_conjuncts(condition, &mut plan, &mut residual, now)?;
+    plan.residual = residual
+        .into_iter()
+        .reduce(|a, b| Expr::binary(BinaryOp::And, a, b));
+    Ok(plan)
+}
+
+fn collect_conjuncts(
+    expr: &Expr,
+    plan: &mut Plan,
+    residual: &mut Vec<Expr>,
+    now: i64,
+) -> Result<()> {
+    match expr {
+        Expr::Paren(inner) => collect_conjuncts(inner, plan, residual, now),
+        Expr::Binary {
+            op: BinaryOp::And,
+            lhs,
+            rhs,
+        } => {
+            collect_conjuncts(lhs, plan, residual, now)?;
+            collect_conjuncts(rhs, plan, residual, now)
+        }
+        Expr::Binary { op, lhs, rhs }
+            if matches!(
+                op,
+                BinaryOp::Eq | BinaryOp::Lt | BinaryOp::Lte | BinaryOp::Gt | BinaryOp::Gte
+            ) && (is_time_ref(lhs) || is_time_ref(rhs)) =>
+        {
+            let (op, other) = if is_time_ref(lhs) {
+                (*op, rhs.as_ref())
+            } else {
+                let flipped = match op {
+                    BinaryOp::Lt => BinaryOp::Gt,
+                    BinaryOp::Lte => BinaryOp::Gte,
+                    BinaryOp::Gt => BinaryOp::Lt,
+                    BinaryOp::Gte => BinaryOp::Lte,
+                    other => *other,
+                };
+                (flipped, lhs.as_ref())
+            };
+            let value = time_value(other, now)?;
+            match op {
+                BinaryOp::Eq => {
+                    plan.min_time = plan.min_time.max(value);
+                    plan.max_time = plan.max_time.min(value);
+                }
+                BinaryOp::Gt => plan.min_time = plan.min_time.max(value.saturating_add(1)),
+                BinaryOp::Gte => plan.min_time = plan.min_time.max(value),
+                BinaryOp::Lt => plan.max_time = plan.max_time.min(value.saturating_sub(1)),
+                BinaryOp::Lte => plan.max_time = plan.max_time.min(value),
+                _ => {}
+            }
+            Ok(())
+        }
+        Expr::Binary {
+            op: BinaryOp::Or, ..
+        } if mentions_time(expr) => {
+            plan.nothing = true;
+            Ok(())
+        }
+        Expr::Binary { op, .. }
+            if matches!(
+                op,
+                BinaryOp::Eq
+                    | BinaryOp::Neq
+                    | BinaryOp::Lt
+                    | BinaryOp::Lte
+                    | BinaryOp::Gt
+                    | BinaryOp::Gte
+                    | BinaryOp::RegexMatch
+                    | BinaryOp::RegexNotMatch
+                    | BinaryOp::Or
+            ) =>
+        {
+            residual.push(expr.clone());
+            Ok(())
+        }
+        other => Err(format!("invalid condition expression: {other}")),
+    }
+}
+
+// ---------------------------------------------------------------- SELECT
+
+enum Column {
+    Field { name: String },
+    Tag { name: String },
+}
+
+fn execute_select(
+    select: &SelectStatement,
+    context: &QueryContext,
+    storage: &Storage,
+) -> Result<StatementResult> {
+    if select.fields.iter().any(|field| field.expr.has_call()) {
+        let has_raw = select.fields.iter().any(|field| {
+            !field.expr.has_call()
+                && !matches!(&field.expr, Expr::VarRef { name, .. } if name == "time")
+        });
+        if has_raw {
+            return Err("mixing aggregate and non-aggregate queries is not supported".into());
+        }
+        return Err("aggregate and selector functions are not supported yet".into());
+    }
+    if select
+        .dimensions
+        .iter()
+        .any(|d| matches!(d, Dimension::Time { .. }))
+    {
+        return Err("GROUP BY requires at least one aggregate function".into());
+    }
+    let non_time = select
+        .fields
+        .iter()
+        .any(|field| !matches!(&field.expr, Expr::VarRef { name, .. } if name.eq_ignore_ascii_case("time")));
+    if !non_time {
+        return Err("at least 1 non-time field must be queried".into());
+    }
+    let plan = plan_condition(select.condition.as_ref(), context.now)?;
+    let mut out = Vec::new();
+    for source in &select.sources {
+        let Source::Measurement {
+            database: explicit_db,
+            rp,
+            name,
+        } = source
+        else {
+            return Err("subqueries are not supported yet".into());
+        };
+        let db = explicit_db
+            .as_deref()
+            .or(context.database.as_deref())
+            .ok_or_else(|| "database name required".to_string())?;
+        require_database(storage, db)?;
+        let rp = match rp.as_deref().or(context.retention_policy.as_deref()) {
+            Some(rp) => rp.to_string(),
+            None => storage
+                .default_retention_policy(db)
+                .map_err(storage_error)?,
+        };
+        if !storage
+            .retention_policies(db)
+            .map_err(storage_error)?
+            .iter()
+            .any(|p| p.name == rp)
+        {
+            return Err(format!("retention policy not found: {rp}"));
+        }
+        let matcher = MeasurementMatcher::new(name)?;
+        let measurements: Vec<String> = match name {
+            MeasurementMatch::Name(name) => vec![name.clone()],
+            MeasurementMatch::Regex(_) => storage
+                .measurements(db)
+                .map_err(storage_error)?
+                .into_iter()
+                .filter(|m| matcher.matches(m))
+                .collect(),
+        };
+        for measurement in measurements {
+            if plan.nothing {
+                continue;
+            }
+            out.extend(select_measurement(
+                select,
+                &plan,
+                storage,
+                db,
+                &rp,
+                &measurement,
+            )?);
+        }
+    }
+    Ok(with_series(out))
+}
+
+fn select_measurement(
+    select: &SelectStatement,
+    plan: &Plan,
+    storage: &Storage,
+    db: &str,
+    rp: &str,
+    measurement: &str,
+) -> Result<Vec<ResultSeries>> {
+    let field_types: BTreeMap<String, FieldType> = storage
+        .field_types(db, measurement)
+        .map_err(storage_error)?
+        .into_iter()
+        .collect();
+    let tag_keys: BTreeSet<String> = storage
+        .tag_keys(db, measurement)
+        .map_err(storage_error)?
+        .into_iter()
+        .collect();
+    // GROUP BY tags
+    let mut group_keys: Vec<String> = Vec::new();
+    for dimension in &select.dimensions {
+        match dimension {
+            Dimension::Tag(tag) => group_keys.push(tag.clone()),
+            Dimension::Wildcard => group_keys.extend(tag_keys.iter().cloned()),
+            Dimension::Regex(pattern) => {
+                let regex = compile(pattern)?;
+                group_keys.extend(tag_keys.iter().filter(|k| regex.is_match(k)).cloned());
+            }
+            Dimension::Time { .. } => {}
+        }
+    }
+    group_keys.sort();
+    group_keys.dedup();
+    // Output columns.
+    let mut columns: Vec<(String, Column)> = Vec::new();
+    for field in &select.fields {
+        match &field.expr {
+            Expr::Wildcard { data_type } => {
+                let mut names: Vec<(String, Column)> = Vec::new();
+                if *data_type != Some(DataType::Tag) {
+                    for name in field_types.keys() {
+                        names.push((name.clone(), Column::Field { name: name.clone() }));
+                    }
+                }
+                if *data_type != Some(DataType::Field) {
+                    for tag in &tag_keys {
+                        if !group_keys.contains(tag) && !field_types.contains_key(tag) {
+                            names.push((tag.clone(), Column::Tag { name: tag.clone() }));
+                        }
+                    }
+                }
+                names.sort_by(|a, b| a.0.cmp(&b.0));
+                columns.extend(names);
+            }
+            Expr::VarRef { name, data_type } => {
+                if name.eq_ignore_ascii_case("time") {
+                    continue;
+                }
+                let label = field.alias.clone().unwrap_or_else(|| name.clone());
+                let column = match (data_type, field_types.get(name)) {
+                    (Some(DataType::Tag), _) | (None, None) if tag_keys.contains(name) => {
+                        Column::Tag { name: name.clone() }
+                    }
+                    _ => Column::Field { name: name.clone() },
+                };
+                columns.push((label, column));
+            }
+            other => {
+                return Err(format!(
+                    "expressions in SELECT are not supported yet: {other}"
+                ))
+            }
+        }
+    }
+    let selected_fields: Vec<&str> = columns
+        .iter()
+        .filter_map(|(_, column)| match column {
+            Column::Field { name, .. } if field_types.contains_key(name) => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    if selected_fields.is_empty() {
+        return Ok(Vec::new());
+    }
+    let field_names: BTreeSet<String> = field_types.keys().cloned().collect();
+    let mut condition_fields: Vec<&str> = Vec::new();
+    let mut row_filter = false;
+    if let Some(residual) = &plan.residual {
+        let mut refs = Vec::new();
+        var_refs(residual, &mut refs);
+        for (name, data_type) in refs {
+            if data_type != Some(DataType::Tag) && field_names.contains(name) {
+                row_filter = true;
+                condition_fields.push(name);
+            }
+        }
+    }
+    let mut needed: Vec<&str> = selected_fields.clone();
+    for name in condition_fields {
+        if !needed.contains(&name) {
+            needed.push(name);
+        }
+    }
+    // Series, filtered on tags when the condition only names tags.
+    let mut series: Vec<SeriesInfo> = storage.series(db, measurement).map_err(storage_error)?;
+    if let (Some(residual), false) = (&plan.residual, row_filter) {
+        series.retain(|s| tag_filter(residual, &s.tags));
+    }
+    // Group series by the GROUP BY tag values.
+    let mut groups: BTreeMap<Vec<String>, Vec<SeriesInfo>> = BTreeMap::new();
+    for s in series {
+        let key: Vec<String> = group_keys
+            .iter()
+            .map(|k| {
+                s.tags
+                    .iter()
+                    .find(|(t, _)| t == k)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            })
+            .collect();
+        groups.entry(key).or_default().push(s);
+    }
+    let column_names: Vec<String> = std::iter::once("time".to_string())
+        .chain(columns.iter().map(|(label, _)| label.clone()))
+        .collect();
+    let mut out = Vec::new();
+    let limit = usize::try_from(select.limit).unwrap_or(usize::MAX);
+    let offset = usize::try_from(select.offset).unwrap_or(usize::MAX);
+    for (group_values, members) in groups {
+        let mut rows: Vec<(i64, usize, Vec<Cell>)> = Vec::new();
+        for (member_index, s) in members.iter().enumerate() {
+            let mut by_time: BTreeMap<i64, BTreeMap<&str, Value>> = BTreeMap::new();
+            for field in &needed {
+                for (time, value) in storage
+                    .read_field(db, rp, s.id, field, plan.min_time, plan.max_time)
+                    .map_err(storage_error)?
+                {
+                    by_time.entry(time).or_default().insert(field, value);
+                }
+            }
+            for (time, values) in by_time {
+                if !selected_fields.iter().any(|f| values.contains_key(f)) {
+                    continue;
+                }
+                if row_filter {
+                    if let Some(residual) = &plan.residual {
+                        let scope = RowScope {
+                            tags: &s.tags,
+                            fields: &values,
+                            field_names: &field_names,
+                        };
+                        if !matches!(eval(residual, &scope), Some(Val::Bool(true))) {
+                            continue;
+                        }
+                    }
+                }
+                let mut row = Vec::with_capacity(columns.len() + 1);
+                row.push(Cell::Time(time));
+                for (_, column) in &columns {
+                    row.push(match column {
+                        Column::Field { name, .. } => {
+                            values.get(name.as_str()).map(cell_of).unwrap_or(Cell::Null)
+                        }
+                        Column::Tag { name } => s
+                            .tags
+                            .iter()
+                            .find(|(k, _)| k == name)
+                            .map(|(_, v)| Cell::String(v.clone()))
+                            .unwrap_or(Cell::Null),
+                    });
+                }
+                rows.push((time, member_index, row));
+            }
+        }
+        rows.sort_by_key(|(time, member, _)| (*time, *member));
+        if select.descending {
+            rows.reverse();
+        }
+        let values: Vec<Vec<Cell>> = rows
+            .into_iter()
+            .skip(offset)
+            .take(if limit == 0 { usize::MAX } else { limit })
+            .map(|(_, _, row)| row)
+            .collect();
+        if values.is_empty() {
+            continue;
+        }
+        let tags = if group_keys.is_empty() {
+            None
+        } else {
+            Some(group_keys.iter().cloned().zip(group_values).collect())
+        };
+        out.push(ResultSeries {
+            name: Some(measurement.to_string()),
+            tags,
+            columns: column_names.clone(),
+            values,
+            partial: false,
+        });
+    }
+    let soffset = usize::try_from(select.soffset).unwrap_or(usize::MAX);
+    let slimit = usize::try_from(select.slimit).unwrap_or(usize::MAX);
+    Ok(out
+        .into_iter()
+        .skip(soffset)
+        .take(if slimit == 0 { usize::MAX } else { slimit })
+        .collect())
+}
+
+fn cell_of(value: &Value) -> Cell {
+    match value {
+        Value::Float(v) => Cell::Float(*v),
+        Value::Integer(v) => Cell::Integer(*v),
+        Value::Unsigned(v) => Cell::Unsigned(*v),
+        Value::String(v) => Cell::String(v.clone()),
+        Value::Boolean(v) => Cell::Boolean(*v),
+    }
+}
