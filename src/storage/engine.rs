@@ -1,10 +1,12 @@
 //! The engine behind [`super::Storage`]: fjall keyspaces, the WAL with group
 //! commit, the write buffer, flushes to compressed blocks, reads, retention.
 //!
+//! The write-ahead log is a directory of segment files (see [`super::wal`]);
+//! each entry is one accepted write batch (rmp-serde [`WalBatch`]).
+//!
 //! Keyspaces of the one fjall `Database`:
 //! - `meta`: the catalog, one rmp-serde value under `catalog`;
 //! - `series`: `db id u32 | series id u64` -> rmp-serde `(measurement, tags)`;
-//! - `wal`: `seq u64` -> one accepted write batch (rmp-serde [`WalBatch`]);
 //! - `s.<db id>.<rp id>.<shard start>`: one per shard group; blocks under
 //!   `token u64 | series id u64 | field id u32 | block start (sign-flipped) u64 | block seq u64`.
 //!
@@ -24,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::block::{self, Column};
 use super::catalog::{CatalogState, RpMeta};
+use super::wal::{self, Wal};
 use super::{
     FieldType, RetentionPolicyInfo, RetentionPolicySpec, RetentionPolicyUpdate, SeriesInfo,
     StorageError, StorageOptions, Value, WriteOutcome,
@@ -42,6 +45,9 @@ struct WalBatch {
     db: u32,
     rp: u32,
     version: u64,
+    /// Series this batch created: `(id, measurement, tags)`. The WAL carries
+    /// them so that a replay needs nothing that was not fsynced with it.
+    new_series: Vec<(u64, String, Vec<(String, String)>)>,
     points: Vec<WalPoint>,
 }
 
@@ -90,8 +96,6 @@ struct BufferedColumn {
 #[derive(Default)]
 struct Buffer {
     columns: HashMap<ColumnKey, BufferedColumn>,
-    /// WAL entries whose points are in this buffer.
-    seqs: Vec<u64>,
     bytes: usize,
     since: Option<Instant>,
 }
@@ -200,6 +204,11 @@ fn now_nanos() -> i64 {
         .unwrap_or(0)
 }
 
+struct Log {
+    wal: Wal,
+    last_seq: u64,
+}
+
 struct SyncState {
     durable: u64,
     syncing: bool,
@@ -210,7 +219,6 @@ pub struct Engine {
     db: Database,
     meta: Keyspace,
     series_ks: Keyspace,
-    wal: Keyspace,
     catalog: RwLock<CatalogState>,
     indexes: RwLock<HashMap<u32, Arc<RwLock<SeriesIndex>>>>,
     shards: RwLock<BTreeMap<ShardId, Keyspace>>,
@@ -218,8 +226,10 @@ pub struct Engine {
     /// Buffers being flushed: still read by queries until their blocks are in.
     frozen: RwLock<Vec<Arc<Buffer>>>,
     hlc: Hlc,
-    /// Serialises WAL appends so that sequence order is journal order.
-    wal_append: Mutex<u64>,
+    /// The WAL and the sequence number of its last entry. Appending and
+    /// buffering happen under this lock, so a flush that rotates the WAL and
+    /// takes the buffer under it sees exactly the entries of the old segments.
+    log: Mutex<Log>,
     sync: Mutex<SyncState>,
     synced: Condvar,
     flush_lock: Mutex<()>,
@@ -240,9 +250,6 @@ impl Engine {
             .map_err(engine_error)?;
         let series_ks = db
             .keyspace("series", KeyspaceCreateOptions::default)
-            .map_err(engine_error)?;
-        let wal = db
-            .keyspace("wal", KeyspaceCreateOptions::default)
             .map_err(engine_error)?;
         let catalog: CatalogState = match meta.get(CATALOG_KEY).map_err(engine_error)? {
             Some(bytes) => rmp_serde::from_slice(&bytes).map_err(engine_error)?,
@@ -278,12 +285,12 @@ impl Engine {
                 shards.insert(shard, keyspace);
             }
         }
+        let wal_dir = options.data_dir.join("wal");
         let engine = Arc::new(Engine {
             options,
             db,
             meta,
             series_ks,
-            wal,
             catalog: RwLock::new(catalog),
             indexes: RwLock::new(
                 indexes
@@ -295,7 +302,10 @@ impl Engine {
             buffer: Mutex::new(Buffer::default()),
             frozen: RwLock::new(Vec::new()),
             hlc: Hlc::new(),
-            wal_append: Mutex::new(0),
+            log: Mutex::new(Log {
+                wal: Wal::open(&wal_dir)?,
+                last_seq: 0,
+            }),
             sync: Mutex::new(SyncState {
                 durable: 0,
                 syncing: false,
@@ -306,7 +316,7 @@ impl Engine {
             signal: Arc::new(Signal::default()),
             background: Mutex::new(None),
         });
-        engine.replay_wal()?;
+        engine.replay_wal(&wal_dir)?;
         let weak = Arc::downgrade(&engine);
         let signal = engine.signal.clone();
         let handle = std::thread::Builder::new()
@@ -317,30 +327,49 @@ impl Engine {
         Ok(engine)
     }
 
-    fn replay_wal(&self) -> Result<(), StorageError> {
-        let mut last = 0;
+    fn replay_wal(&self, dir: &std::path::Path) -> Result<(), StorageError> {
         let mut replayed = 0usize;
-        for item in self.wal.iter() {
-            let (key, value) = item.into_inner().map_err(engine_error)?;
-            let mut seq = [0u8; 8];
-            if key.len() != 8 {
-                continue;
-            }
-            seq.copy_from_slice(&key);
-            let seq = u64::from_be_bytes(seq);
-            last = last.max(seq);
-            let batch: WalBatch = rmp_serde::from_slice(&value).map_err(engine_error)?;
+        let mut entries = 0u64;
+        wal::replay(dir, |_, payload| {
+            let batch: WalBatch = rmp_serde::from_slice(payload).map_err(engine_error)?;
+            entries += 1;
             self.hlc.observe(batch.version);
+            let Some(db_name) = self
+                .catalog
+                .read()
+                .database_by_id(batch.db)
+                .map(|database| database.name.clone())
+            else {
+                return Ok(());
+            };
+            if !batch.new_series.is_empty() {
+                let index = self
+                    .indexes
+                    .read()
+                    .get(&batch.db)
+                    .cloned()
+                    .unwrap_or_default();
+                let mut index = index.write();
+                let mut records = self.db.batch();
+                for (id, measurement, tags) in &batch.new_series {
+                    if !index.series.contains_key(id) {
+                        let record =
+                            rmp_serde::to_vec(&(measurement, tags)).map_err(engine_error)?;
+                        records.insert(&self.series_ks, series_record_key(batch.db, *id), record);
+                        index.insert(&db_name, *id, measurement.clone(), tags.clone());
+                    }
+                }
+                records.commit().map_err(engine_error)?;
+            }
             let tokens = self.tokens_of(batch.db, &batch.points);
-            let mut buffer = self.buffer.lock();
-            buffer.seqs.push(seq);
             if let Some(tokens) = tokens {
-                Self::buffer_batch(&mut buffer, &batch, &tokens);
+                Self::buffer_batch(&mut self.buffer.lock(), &batch, &tokens);
                 replayed += batch.points.len();
             }
-        }
-        *self.wal_append.lock() = last;
-        self.sync.lock().durable = last;
+            Ok(())
+        })?;
+        self.log.lock().last_seq = entries;
+        self.sync.lock().durable = entries;
         if replayed > 0 {
             tracing::info!(points = replayed, "replayed the write-ahead log");
         }
@@ -598,6 +627,7 @@ impl Engine {
                 });
             }
         }
+        let mut new_series = Vec::new();
         if !missing.is_empty() {
             let mut index = index.write();
             let mut batch = self.db.batch();
@@ -615,6 +645,7 @@ impl Engine {
                         let record = rmp_serde::to_vec(&(point.measurement.as_ref(), &tags))
                             .map_err(engine_error)?;
                         batch.insert(&self.series_ks, series_record_key(db_id, id), record);
+                        new_series.push((id, point.measurement.to_string(), tags.clone()));
                         index.insert(db_name, id, point.measurement.to_string(), tags);
                         id
                     }
@@ -628,23 +659,20 @@ impl Engine {
             db: db_id,
             rp: rp_meta.id,
             version: self.hlc.now(),
+            new_series,
             points: wal_points,
         };
         let encoded = rmp_serde::to_vec(&batch).map_err(engine_error)?;
-        let seq = {
-            let mut last = self.wal_append.lock();
-            let seq = *last + 1;
-            self.wal
-                .insert(seq.to_be_bytes(), encoded)
-                .map_err(engine_error)?;
-            *last = seq;
-            seq
-        };
-        let flush_needed = {
+        let (seq, flush_needed) = {
+            let mut log = self.log.lock();
+            log.wal.append(&encoded)?;
+            log.last_seq += 1;
             let mut buffer = self.buffer.lock();
-            buffer.seqs.push(seq);
             Self::buffer_batch(&mut buffer, &batch, &tokens);
-            buffer.bytes as u64 >= self.options.buffer_max_bytes
+            (
+                log.last_seq,
+                buffer.bytes as u64 >= self.options.buffer_max_bytes,
+            )
         };
         if flush_needed {
             self.signal.wake.notify_all();
@@ -670,16 +698,19 @@ impl Engine {
                 continue;
             }
             state.syncing = true;
-            let target = *self.wal_append.lock();
+            let (target, file) = {
+                let log = self.log.lock();
+                (log.last_seq, log.wal.current())
+            };
             drop(state);
-            let result = self.db.persist(PersistMode::SyncAll);
+            let result = file.sync_data();
             state = self.sync.lock();
             state.syncing = false;
             if result.is_ok() {
                 state.durable = state.durable.max(target);
             }
             self.synced.notify_all();
-            result.map_err(engine_error)?;
+            result.map_err(|error| StorageError::Engine(format!("wal fsync: {error}")))?;
         }
     }
 
@@ -689,55 +720,58 @@ impl Engine {
     /// in one atomic fjall batch.
     pub fn flush(&self) -> Result<(), StorageError> {
         let _flush = self.flush_lock.lock();
-        let frozen = {
+        let (frozen, closed_segment) = {
+            let mut log = self.log.lock();
             let mut buffer = self.buffer.lock();
-            if buffer.seqs.is_empty() && buffer.columns.is_empty() {
+            if buffer.columns.is_empty() {
                 return Ok(());
             }
-            Arc::new(std::mem::take(&mut *buffer))
+            let closed = log.wal.rotate()?;
+            (Arc::new(std::mem::take(&mut *buffer)), closed)
         };
         self.frozen.write().push(frozen.clone());
         let result = self.write_blocks(&frozen);
-        if result.is_err() {
-            // Keep the data readable and flushable: put it back.
+        if let Err(error) = result {
+            // The WAL still holds this data; keep it readable and flushable.
             self.frozen
                 .write()
                 .retain(|buffer| !Arc::ptr_eq(buffer, &frozen));
-            let mut buffer = self.buffer.lock();
             let frozen = Arc::try_unwrap(frozen).unwrap_or_default();
-            for (key, column) in frozen.columns {
+            let mut buffer = self.buffer.lock();
+            let newer = std::mem::replace(&mut *buffer, frozen);
+            for (key, column) in newer.columns {
                 match buffer.columns.get_mut(&key) {
                     Some(existing) => {
-                        let mut merged = column;
-                        merged.column.times.extend(&existing.column.times);
-                        merged.column.versions.extend(&existing.column.versions);
-                        for index in 0..existing.column.len() {
-                            if let Some(value) = existing.column.values.get(index) {
-                                merged.column.values.push(&value);
+                        existing.column.times.extend(&column.column.times);
+                        existing.column.versions.extend(&column.column.versions);
+                        for index in 0..column.column.len() {
+                            if let Some(value) = column.column.values.get(index) {
+                                existing.column.values.push(&value);
                             }
                         }
-                        *existing = merged;
                     }
                     None => {
                         buffer.columns.insert(key, column);
                     }
                 }
             }
-            buffer.seqs.extend(frozen.seqs);
-            buffer.bytes += frozen.bytes;
-            return result;
+            buffer.bytes += newer.bytes;
+            return Err(error);
         }
         self.frozen
             .write()
             .retain(|buffer| !Arc::ptr_eq(buffer, &frozen));
-        Ok(())
+        self.log.lock().wal.delete_through(closed_segment)
     }
 
+    /// Encode the frozen buffer into blocks and ingest them (sorted, straight
+    /// into SSTs: blocks never pass through fjall's journal), then make the
+    /// series and catalog records durable too.
     fn write_blocks(&self, frozen: &Buffer) -> Result<(), StorageError> {
         let started = Instant::now();
         let now = now_nanos();
         let catalog = self.catalog.read().clone();
-        let mut batch = self.db.batch();
+        let mut per_shard: BTreeMap<ShardId, Vec<(Vec<u8>, Vec<u8>)>> = BTreeMap::new();
         let mut blocks = 0usize;
         let mut values = 0usize;
         for (key, buffered) in &frozen.columns {
@@ -762,11 +796,6 @@ impl Engine {
                         < now.saturating_sub(i64::try_from(rp.duration).unwrap_or(i64::MAX));
                 if !expired {
                     let segment = slice_column(&column, start_index, end_index);
-                    let keyspace = self.shard_keyspace(ShardId {
-                        db: key.db,
-                        rp: key.rp,
-                        start: shard_start,
-                    })?;
                     let mut block_key = Vec::with_capacity(36);
                     block_key.extend_from_slice(&block_prefix(
                         buffered.token,
@@ -777,25 +806,32 @@ impl Engine {
                     block_key.extend_from_slice(
                         &self.block_seq.fetch_add(1, Ordering::Relaxed).to_be_bytes(),
                     );
-                    batch.insert(&keyspace, block_key, segment.encode()?);
+                    per_shard
+                        .entry(ShardId {
+                            db: key.db,
+                            rp: key.rp,
+                            start: shard_start,
+                        })
+                        .or_default()
+                        .push((block_key, segment.encode()?));
                     blocks += 1;
                     values += segment.len();
                 }
                 start_index = end_index;
             }
         }
-        for seq in &frozen.seqs {
-            batch.remove(&self.wal, seq.to_be_bytes());
+        for (shard, mut entries) in per_shard {
+            let keyspace = self.shard_keyspace(shard)?;
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut ingestion = keyspace.start_ingestion().map_err(engine_error)?;
+            for (key, value) in entries {
+                ingestion.write(key, value).map_err(engine_error)?;
+            }
+            ingestion.finish().map_err(engine_error)?;
         }
-        batch.commit().map_err(engine_error)?;
         self.db
             .persist(PersistMode::SyncAll)
             .map_err(engine_error)?;
-        // Let the journal go: it is kept until every memtable it covers is on disk.
-        let _ = self.wal.rotate_memtable();
-        for keyspace in self.shards.read().values() {
-            let _ = keyspace.rotate_memtable();
-        }
         tracing::debug!(blocks, values, elapsed = ?started.elapsed(), "flushed write buffer");
         Ok(())
     }

@@ -22,6 +22,7 @@ mod catalog;
 mod engine;
 #[cfg(test)]
 mod tests;
+mod wal;
 
 use std::path::PathBuf;
 use std::sync::Arc;

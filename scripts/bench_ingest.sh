@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Ingest benchmark: the same TSBS-like load (examples/loadgen.rs) against
+# Dynaflux and against InfluxDB 1.6.7 (Debian package `influxdb`), one after
+# the other on this machine, each on a temporary data dir and a loopback port.
+# Prints points/s and disk bytes per field value (du -sb of the whole data dir
+# once each server has turned its write-ahead log into its own files).
+#
+#   scripts/bench_ingest.sh [POINTS]        (default 5000000)
+set -euo pipefail
+POINTS=${1:-5000000}
+CONNECTIONS=${CONNECTIONS:-4}
+BATCH=${BATCH:-5000}
+cd "$(dirname "$0")/.."
+cargo build --release --bin dynaflux --example loadgen >&2
+TARGET=${CARGO_TARGET_DIR:-target}/release
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_ping() { for _ in $(seq 600); do curl -sf "$1/ping" >/dev/null && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
+values=$((POINTS * 10))
+
+# ---- Dynaflux
+port=$(free_port)
+"$TARGET/dynaflux" serve --http-bind "127.0.0.1:$port" --data-dir "$WORK/dynaflux" 2>"$WORK/dynaflux.log" &
+dpid=$!; PIDS+=("$dpid")
+wait_ping "http://127.0.0.1:$port"
+dline=$("$TARGET/examples/loadgen" --url "http://127.0.0.1:$port" --points "$POINTS" --batch "$BATCH" --connections "$CONNECTIONS")
+kill -TERM "$dpid"; wait "$dpid" || true
+dbytes=$(du -sb "$WORK/dynaflux" | cut -f1)
+drate=$(sed -E 's/.*points_per_sec=([0-9]+).*/\1/' <<<"$dline")
+
+# ---- InfluxDB 1.6.7
+iport=$(free_port); rport=$(free_port)
+mkdir -p "$WORK/influxdb"
+cat > "$WORK/influxdb.conf" <<CONF
+reporting-disabled = true
+bind-address = "127.0.0.1:$rport"
+[meta]
+  dir = "$WORK/influxdb/meta"
+[data]
+  dir = "$WORK/influxdb/data"
+  wal-dir = "$WORK/influxdb/wal"
+  cache-snapshot-write-cold-duration = "5s"
+  compact-full-write-cold-duration = "10s"
+  query-log-enabled = false
+[monitor]
+  store-enabled = false
+[http]
+  bind-address = "127.0.0.1:$iport"
+  log-enabled = false
+[continuous_queries]
+  enabled = false
+CONF
+influxd -config "$WORK/influxdb.conf" 2>"$WORK/influxdb.log" &
+ipid=$!; PIDS+=("$ipid")
+wait_ping "http://127.0.0.1:$iport"
+iline=$("$TARGET/examples/loadgen" --url "http://127.0.0.1:$iport" --points "$POINTS" --batch "$BATCH" --connections "$CONNECTIONS")
+# Wait (with a deadline) until InfluxDB has snapshotted its WAL into TSM files
+# and compacted them: the data dir stops changing.
+previous=0
+for _ in $(seq 120); do
+  sleep 5
+  current=$(du -sb "$WORK/influxdb" | cut -f1)
+  wal=$(du -sb "$WORK/influxdb/wal" | cut -f1)
+  if [ "$current" = "$previous" ] && [ "$wal" -lt 1048576 ]; then break; fi
+  previous=$current
+done
+kill -TERM "$ipid"; wait "$ipid" || true
+ibytes=$(du -sb "$WORK/influxdb" | cut -f1)
+irate=$(sed -E 's/.*points_per_sec=([0-9]+).*/\1/' <<<"$iline")
+
+python3 - "$POINTS" "$drate" "$dbytes" "$irate" "$ibytes" <<'PY'
+import sys
+points, drate, dbytes, irate, ibytes = map(int, sys.argv[1:])
+values = points * 10
+print("%-16s %14s %14s" % ("server", "points/s", "bytes/value"))
+print("%-16s %14d %14.2f" % ("dynaflux", drate, dbytes / values))
+print("%-16s %14d %14.2f" % ("influxdb 1.6.7", irate, ibytes / values))
+print("ingest ratio dynaflux/influxdb: %.2fx; disk ratio: %.2f" % (drate / irate, (dbytes / values) / (ibytes / values)))
+PY
