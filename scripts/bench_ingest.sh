@@ -30,6 +30,7 @@ wait_ping "http://127.0.0.1:$port"
 dline=$("$TARGET/examples/loadgen" --url "http://127.0.0.1:$port" --points "$POINTS" --batch "$BATCH" --connections "$CONNECTIONS")
 kill -TERM "$dpid"; wait "$dpid" || true
 dbytes=$(du -sb "$WORK/dynaflux" | cut -f1)
+dalloc=$(du -s --block-size=1 "$WORK/dynaflux" | cut -f1)
 drate=$(sed -E 's/.*points_per_sec=([0-9]+).*/\1/' <<<"$dline")
 
 # ---- InfluxDB 1.6.7
@@ -70,14 +71,16 @@ for _ in $(seq 120); do
 done
 kill -TERM "$ipid"; wait "$ipid" || true
 ibytes=$(du -sb "$WORK/influxdb" | cut -f1)
+ialloc=$(du -s --block-size=1 "$WORK/influxdb" | cut -f1)
 irate=$(sed -E 's/.*points_per_sec=([0-9]+).*/\1/' <<<"$iline")
 
-python3 - "$POINTS" "$drate" "$dbytes" "$irate" "$ibytes" <<'PY'
+python3 - "$POINTS" "$drate" "$dbytes" "$dalloc" "$irate" "$ibytes" "$ialloc" <<'PY'
 import sys
-points, drate, dbytes, irate, ibytes = map(int, sys.argv[1:])
+points, drate, dbytes, dalloc, irate, ibytes, ialloc = map(int, sys.argv[1:])
 values = points * 10
-print("%-16s %14s %14s" % ("server", "points/s", "bytes/value"))
-print("%-16s %14d %14.2f" % ("dynaflux", drate, dbytes / values))
-print("%-16s %14d %14.2f" % ("influxdb 1.6.7", irate, ibytes / values))
-print("ingest ratio dynaflux/influxdb: %.2fx; disk ratio: %.2f" % (drate / irate, (dbytes / values) / (ibytes / values)))
+print("%-16s %12s %22s %22s" % ("server", "points/s", "bytes/value (du -sb)", "bytes/value (allocated)"))
+print("%-16s %12d %22.2f %22.2f" % ("dynaflux", drate, dbytes / values, dalloc / values))
+print("%-16s %12d %22.2f %22.2f" % ("influxdb 1.6.7", irate, ibytes / values, ialloc / values))
+print("ingest ratio dynaflux/influxdb: %.2fx; disk ratio (du -sb): %.2f; (allocated): %.2f"
+      % (drate / irate, dbytes / ibytes, dalloc / ialloc))
 PY

@@ -35,13 +35,13 @@ pub fn format_float(value: f64, out: &mut String) {
     let abs = value.abs();
     if abs != 0.0 && !(1e-6..1e21).contains(&abs) {
         let text = format!("{value:e}");
-        // Rust: 1e-7, 1.5e21; Go: 1e-07, 1.5e+21
+        // Rust: 1e-7, 1.5e21; Go's encoding/json: 1e-7, 1.5e+21
         if let Some((mantissa, exponent)) = text.split_once('e') {
             let (sign, digits) = match exponent.strip_prefix('-') {
                 Some(digits) => ('-', digits),
                 None => ('+', exponent),
             };
-            let _ = write!(out, "{mantissa}e{sign}{digits:0>2}");
+            let _ = write!(out, "{mantissa}e{sign}{digits}");
             return;
         }
         out.push_str(&text);

@@ -41,10 +41,12 @@ impl<'a> Parser<'a> {
             Kind::Eof => "EOF".to_string(),
             _ => token.text.clone(),
         };
-        let (line, column) = self.lexer.position(token.start);
-        error(format!(
-            "found {found}, expected {expected} at line {line}, char {column}"
-        ))
+        let (line, mut column) = self.lexer.position(token.start);
+        if matches!(token.kind, Kind::Str | Kind::BadString) {
+            // InfluxDB places a string token one character earlier.
+            column = column.saturating_sub(1).max(1);
+        }
+        error(format!("found {found}, expected {expected} at line {line}, char {column}"))
     }
 
     fn is_keyword(token: &Token, keyword: &str) -> bool {

@@ -1,1 +1,173 @@
+use proptest::prelude::*;
+
+use super::ast::*;
 use super::*;
+use crate::lineproto::{self, Precision};
+use crate::storage::{StorageOptions, Value as StoredValue};
+
+fn error_of(text: &str) -> String {
+    parse(text).map(|q| format!("{q:?}")).unwrap_or_else(|e| e.to_string())
+}
+
+#[test]
+fn influxdb_parse_error_texts() {
+    assert_eq!(
+        error_of("SELECT count(usage_user) FROM cpu; SELEKT 1"),
+        "error parsing query: found SELEKT, expected SELECT, DELETE, SHOW, CREATE, DROP, EXPLAIN, GRANT, REVOKE, ALTER, SET, KILL at line 1, char 36"
+    );
+    assert_eq!(
+        error_of("SELECT FROM cpu"),
+        "error parsing query: found FROM, expected identifier, string, number, bool at line 1, char 8"
+    );
+    assert_eq!(
+        error_of("SELECT usage_user FROM cpu SLIMIT -1"),
+        "error parsing query: found -, expected integer at line 1, char 35"
+    );
+    assert_eq!(
+        error_of("SELECT usage_user FROM cpu ORDER BY host"),
+        "error parsing query: only ORDER BY time supported at this time"
+    );
+    assert_eq!(
+        error_of("SHOW MEASUREMENTS WITH MEASUREMENT = 'disk'"),
+        "error parsing query: found disk, expected identifier at line 1, char 37"
+    );
+    assert!(error_of("SELECT usage_user FROM cpu WHERE host =~ /[/").starts_with("error parsing query: error parsing regexp:"));
+}
+
+#[test]
+fn statements_print_as_influxdb_prints_them() {
+    let query = parse("drop database \"scratch_get\"; create database x with duration 7d name r; SHOW DATABASES").expect("parse");
+    assert_eq!(
+        query.write_statements(),
+        vec![
+            (0, "DROP DATABASE scratch_get".to_string()),
+            (1, "CREATE DATABASE x WITH DURATION 1w NAME r".to_string())
+        ]
+    );
+    let select = "SELECT \"a b\", v::float AS x FROM db.rp.m WHERE time > now() - 1h AND host =~ /a\\/b/ GROUP BY host fill(none) ORDER BY time DESC LIMIT 10 OFFSET 2";
+    let printed = parse(select).expect("parse").statements[0].to_string();
+    assert_eq!(parse(&printed).expect("reparse"), parse(select).expect("parse"));
+}
+
+fn ident() -> impl Strategy<Value = String> {
+    prop_oneof!["[a-z_][a-z0-9_]{0,6}", "[a-zA-Z0-9 ,.=\"'-]{1,8}"]
+}
+
+fn expr() -> impl Strategy<Value = Expr> {
+    let leaf = prop_oneof![
+        ident().prop_map(|name| Expr::VarRef { name, data_type: None }),
+        (0i64..1_000_000).prop_map(Expr::Integer),
+        (0.5f64..1e6).prop_map(Expr::Number),
+        "[a-z '\\\\]{0,8}".prop_map(Expr::String),
+        any::<bool>().prop_map(Expr::Boolean),
+        (1i64..1000).prop_map(|n| Expr::Duration(n * 1_000_000_000)),
+    ];
+    leaf.prop_recursive(3, 16, 2, |inner| {
+        prop_oneof![
+            (inner.clone(), inner.clone(), 0usize..6).prop_map(|(l, r, op)| {
+                let op = [BinaryOp::Add, BinaryOp::Mul, BinaryOp::Eq, BinaryOp::Lt, BinaryOp::And, BinaryOp::Or][op];
+                Expr::Paren(Box::new(Expr::binary(op, l, r)))
+            }),
+            inner.prop_map(|arg| Expr::Call { name: "mean".into(), args: vec![arg] }),
+        ]
+    })
+}
+
+proptest! {
+    #[test]
+    fn printing_and_parsing_a_select_gives_the_same_ast(
+        fields in proptest::collection::vec(expr(), 1..3),
+        measurement in ident(),
+        condition in proptest::option::of(expr()),
+        limit in 0u64..100,
+        descending in any::<bool>(),
+    ) {
+        let statement = Statement::Select(Box::new(SelectStatement {
+            fields: fields.into_iter().map(|expr| Field { expr, alias: None }).collect(),
+            sources: vec![Source::Measurement { database: None, rp: None, name: MeasurementMatch::Name(measurement) }],
+            condition,
+            dimensions: vec![Dimension::Time { interval: 60_000_000_000, offset: None }, Dimension::Tag("host".into())],
+            fill: None,
+            descending,
+            limit,
+            offset: 0,
+            slimit: 0,
+            soffset: 0,
+            timezone: None,
+        }));
+        let printed = statement.to_string();
+        let parsed = parse(&printed).map_err(|e| TestCaseError::fail(format!("{printed}: {e}")))?;
+        prop_assert_eq!(&parsed.statements[0], &statement, "{}", printed);
+    }
+
+    #[test]
+    fn random_query_strings_never_panic(text in "\\PC{0,80}") {
+        let _ = parse(&text);
+    }
+
+    #[test]
+    fn mutated_queries_never_panic(at in 0usize..120, byte in any::<u8>(), cut in 0usize..120) {
+        let mut text = b"SELECT mean(\"v\")::float, * FROM db.rp./m.*/ WHERE time > now() - 1h AND \"h\" =~ /a|b/ GROUP BY time(1m, -10s), * fill(-1.5) LIMIT 3; SHOW TAG VALUES WITH KEY IN (a, \"b\")".to_vec();
+        let at = at % text.len();
+        text[at] = byte;
+        text.truncate(cut.max(1).min(text.len()));
+        let _ = parse(&String::from_utf8_lossy(&text));
+    }
+}
+
+#[test]
+fn select_reads_back_what_was_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = Storage::open(StorageOptions::for_test(dir.path().to_path_buf())).expect("open");
+    storage.create_database("db", None).expect("create");
+    let body = "cpu,host=a v=1,s=\"x\" 10\ncpu,host=b v=2 20\ncpu,host=a v=3 30";
+    let batch = lineproto::parse(body.as_bytes(), Precision::Nanosecond, 0);
+    storage.write("db", None, &batch.points).expect("write");
+    let context = QueryContext { database: Some("db".into()), retention_policy: None, now: 0 };
+    let run = |q: &str| {
+        let query = parse(q).expect("parse");
+        String::from_utf8(encode_json(&execute(&query, &context, &storage), Epoch::Units(1), false)).expect("utf8")
+    };
+    assert_eq!(
+        run("SELECT * FROM cpu"),
+        "{\"results\":[{\"statement_id\":0,\"series\":[{\"name\":\"cpu\",\"columns\":[\"time\",\"host\",\"s\",\"v\"],\"values\":[[10,\"a\",\"x\",1],[20,\"b\",null,2],[30,\"a\",null,3]]}]}]}\n"
+    );
+    assert_eq!(
+        run("SELECT v FROM cpu WHERE host = 'a' AND time > 10 ORDER BY time DESC LIMIT 1"),
+        "{\"results\":[{\"statement_id\":0,\"series\":[{\"name\":\"cpu\",\"columns\":[\"time\",\"v\"],\"values\":[[30,3]]}]}]}\n"
+    );
+    assert_eq!(
+        run("SELECT v FROM cpu WHERE v >= 2 GROUP BY host"),
+        "{\"results\":[{\"statement_id\":0,\"series\":[{\"name\":\"cpu\",\"tags\":{\"host\":\"a\"},\"columns\":[\"time\",\"v\"],\"values\":[[30,3]]},{\"name\":\"cpu\",\"tags\":{\"host\":\"b\"},\"columns\":[\"time\",\"v\"],\"values\":[[20,2]]}]}]}\n"
+    );
+    assert_eq!(
+        run("SELECT * FROM nope; SHOW DATABASES"),
+        "{\"results\":[{\"statement_id\":0},{\"statement_id\":1,\"series\":[{\"name\":\"databases\",\"columns\":[\"name\"],\"values\":[[\"db\"]]}]}]}\n"
+    );
+    assert!(run("SELECT mean(v) FROM cpu").contains("not supported yet"));
+    let chunks = encode_json_chunks(
+        &execute(&parse("SELECT v FROM cpu").expect("parse"), &context, &storage),
+        Epoch::Units(1),
+        false,
+        2,
+    );
+    let text = String::from_utf8(chunks).expect("utf8");
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(text.lines().next().is_some_and(|l| l.contains("\"partial\":true")));
+    let csv = encode_csv(&execute(&parse("SELECT v FROM cpu").expect("parse"), &context, &storage), Epoch::Rfc3339);
+    assert_eq!(String::from_utf8(csv).expect("utf8"), "name,tags,time,v\ncpu,,10,1\ncpu,,20,2\ncpu,,30,3\n");
+    let _ = StoredValue::Float(0.0);
+}
+
+#[test]
+fn go_number_and_time_formats() {
+    let mut out = String::new();
+    encode::format_float(1e-7, &mut out);
+    out.push(' ');
+    encode::format_float(123456789012345678.0, &mut out);
+    out.push(' ');
+    encode::format_float(0.5, &mut out);
+    assert_eq!(out, "1e-7 123456789012345680 0.5");
+    assert_eq!(encode::format_time(1), "1970-01-01T00:00:00.000000001Z");
+    assert_eq!(encode::format_time(1_704_067_200_000_000_000), "2024-01-01T00:00:00Z");
+}

@@ -115,6 +115,10 @@ pub fn series_key(measurement: &str, tags: &[(impl AsRef<str>, impl AsRef<str>)]
 }
 
 fn escape_into(out: &mut String, text: &str, special: &[char]) {
+    if !text.contains(special) {
+        out.push_str(text);
+        return;
+    }
     for c in text.chars() {
         if special.contains(&c) {
             out.push('\\');

@@ -34,7 +34,11 @@ pub fn parse(body: &[u8], precision: Precision, now: i64) -> ParsedBatch<'_> {
         if line.is_empty() {
             continue;
         }
-        match parse_line(line, precision, now, line_number) {
+        let parsed = match std::str::from_utf8(line) {
+            Ok(text) => parse_line(text, precision, now, line_number),
+            Err(_) => Err(reason("invalid UTF-8")),
+        };
+        match parsed {
             Ok(point) => batch.points.push(point),
             Err(reason) => batch.errors.push(LineError {
                 line: line_number,
@@ -66,6 +70,12 @@ fn trim_trailing_space(line: &[u8]) -> &[u8] {
 
 /// The end (exclusive) of the line starting at `start`: InfluxDB's `scanLine`.
 fn scan_line(buf: &[u8], start: usize) -> usize {
+    // Fast path: a line without quotes or backslashes ends at its newline.
+    let rest = &buf[start..];
+    let newline = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
+    if memchr::memchr2(b'"', b'\\', &rest[..newline]).is_none() {
+        return start + newline;
+    }
     let mut i = start;
     let mut quoted = false;
     let mut fields = false;
@@ -109,12 +119,11 @@ fn reason(text: &str) -> Reason {
     text.to_string()
 }
 
-fn parse_line(
-    line: &[u8],
-    precision: Precision,
-    now: i64,
-    number: usize,
-) -> Result<Point<'_>, Reason> {
+fn parse_line(text: &str, precision: Precision, now: i64, number: usize) -> Result<Point<'_>, Reason> {
+    let line = text.as_bytes();
+    // Slices are taken at ASCII delimiters only, so they are char boundaries;
+    // `get` keeps even a mistake here from panicking.
+    let piece = |start: usize, end: usize| text.get(start..end).ok_or_else(|| reason("invalid UTF-8"));
     // ---- measurement and tags: up to the first unescaped space.
     let key_end = find_unescaped(line, 0, |b| b == b' ');
     let key = &line[..key_end];
@@ -122,7 +131,7 @@ fn parse_line(
         return Err(reason("missing measurement"));
     }
     let measurement_end = find_unescaped(key, 0, |b| b == b',');
-    let measurement = unescape(&key[..measurement_end], b",  ")?;
+    let measurement = unescape(piece(0, measurement_end)?, b",  ");
     let mut tags: Vec<(Cow<'_, str>, Cow<'_, str>)> = Vec::new();
     let mut position = measurement_end;
     while position < key.len() {
@@ -148,7 +157,9 @@ fn parse_line(
         if find_unescaped(value, 0, |b| b == b'=') != value.len() {
             return Err(reason("invalid tag format"));
         }
-        tags.push((unescape(&tag[..equals], b",= ")?, unescape(value, b",= ")?));
+        let key_text = piece(tag_start, tag_start + equals)?;
+        let value_text = piece(tag_start + equals + 1, tag_end)?;
+        tags.push((unescape(key_text, b",= "), unescape(value_text, b",= ")));
         position = tag_end;
     }
     tags.sort_by(|a, b| a.0.cmp(&b.0));
@@ -189,7 +200,7 @@ fn parse_line(
         if i == key_start {
             return Err(reason("missing field key"));
         }
-        let field_key = unescape(&line[key_start..i], b",= ")?;
+        let field_key = unescape(piece(key_start, i)?, b",= ");
         i += 1; // '='
         if i >= line.len() || line[i] == b' ' || line[i] == b',' {
             return Err(reason("missing field value"));
@@ -207,8 +218,7 @@ fn parse_line(
                     _ => j += 1,
                 }
             }
-            let raw = &line[value_start..j];
-            (FieldValue::String(unescape_string(raw)?), j + 1)
+            (FieldValue::String(unescape(piece(value_start, j)?, b"\"\\")), j + 1)
         } else {
             let mut j = i;
             while j < line.len() && line[j] != b' ' && line[j] != b',' {
@@ -293,10 +303,9 @@ fn to_str(bytes: &[u8]) -> Result<&str, Reason> {
 }
 
 /// Remove the backslash before any byte of `escapable`; other backslashes stay.
-fn unescape<'a>(bytes: &'a [u8], escapable: &[u8]) -> Result<Cow<'a, str>, Reason> {
-    let text = to_str(bytes)?;
-    if !bytes.contains(&b'\\') {
-        return Ok(Cow::Borrowed(text));
+fn unescape<'a>(text: &'a str, escapable: &[u8]) -> Cow<'a, str> {
+    if !text.as_bytes().contains(&b'\\') {
+        return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars().peekable();
@@ -312,12 +321,7 @@ fn unescape<'a>(bytes: &'a [u8], escapable: &[u8]) -> Result<Cow<'a, str>, Reaso
         }
         out.push(c);
     }
-    Ok(Cow::Owned(out))
-}
-
-/// String field values: `\"` and `\\` are escapes; every other backslash stays.
-fn unescape_string(bytes: &[u8]) -> Result<Cow<'_, str>, Reason> {
-    unescape(bytes, b"\"\\")
+    Cow::Owned(out)
 }
 
 fn parse_scalar(text: &[u8]) -> Result<FieldValue<'static>, Reason> {

@@ -11,7 +11,9 @@
 use super::{FieldType, StorageError, Value};
 
 const MAGIC: u8 = 0xB1;
-const LEVEL: usize = 8;
+/// pco compression level: measured on TSBS-like data, 4 costs <1% of size
+/// against the default 8 and takes far less time to choose bins.
+const LEVEL: usize = 4;
 
 /// Values of one column, all of one type.
 #[derive(Debug, Clone)]

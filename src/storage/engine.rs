@@ -13,7 +13,7 @@
 //! All integers in keys are big-endian, so one field of one series is one
 //! time-ordered range and a ring range is one contiguous scan.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
@@ -32,6 +32,9 @@ use super::{
     StorageError, StorageOptions, Value, WriteOutcome,
 };
 use crate::lineproto::{self, FieldValue, Point};
+
+/// FxHash: the keys are small integers and short strings of our own.
+type HashMap<K, V> = rustc_hash::FxHashMap<K, V>;
 
 const CATALOG_KEY: &[u8] = b"catalog";
 
@@ -255,7 +258,7 @@ impl Engine {
             Some(bytes) => rmp_serde::from_slice(&bytes).map_err(engine_error)?,
             None => CatalogState::default(),
         };
-        let mut indexes: HashMap<u32, SeriesIndex> = HashMap::new();
+        let mut indexes: HashMap<u32, SeriesIndex> = HashMap::default();
         for database in &catalog.databases {
             indexes.insert(database.id, SeriesIndex::default());
         }
@@ -605,12 +608,13 @@ impl Engine {
             .get(&db_id)
             .cloned()
             .ok_or_else(|| StorageError::DatabaseNotFound(db_name.to_string()))?;
+        let (accepted, accepted_fields): (Vec<_>, Vec<_>) = accepted.into_iter().unzip();
         let mut wal_points = Vec::with_capacity(accepted.len());
         let mut tokens = Vec::with_capacity(accepted.len());
         let mut missing = Vec::new();
         {
             let index = index.read();
-            for (position, (point, fields)) in accepted.iter().enumerate() {
+            for (position, (point, fields)) in accepted.iter().zip(accepted_fields).enumerate() {
                 let key = lineproto::series_key(&point.measurement, &point.tags);
                 let id = index.by_key.get(&key).copied();
                 match id.and_then(|id| index.series.get(&id)) {
@@ -623,7 +627,7 @@ impl Engine {
                 wal_points.push(WalPoint {
                     series: id.unwrap_or(0),
                     time: point.timestamp,
-                    fields: fields.clone(),
+                    fields,
                 });
             }
         }
@@ -632,7 +636,7 @@ impl Engine {
             let mut index = index.write();
             let mut batch = self.db.batch();
             for (position, key) in missing {
-                let point = accepted[position].0;
+                let point = accepted[position];
                 let id = match index.by_key.get(&key) {
                     Some(&id) => id,
                     None => {
@@ -1255,7 +1259,7 @@ fn validate<'p, 'a>(
     let mut accepted = Vec::with_capacity(points.len());
     let mut dropped = 0;
     let mut reason: Option<String> = None;
-    let mut new_fields: HashMap<(&str, &str), FieldType> = HashMap::new();
+    let mut new_fields: HashMap<(&str, &str), FieldType> = HashMap::default();
     let oldest = match rp_meta.duration {
         0 => i64::MIN,
         duration => now_nanos().saturating_sub(i64::try_from(duration).unwrap_or(i64::MAX)),
