@@ -21,7 +21,7 @@ use serde::Deserialize;
 #[error("configuration error: {0}")]
 pub struct ConfigError(pub String);
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub node: NodeConfig,
@@ -197,19 +197,6 @@ impl Default for AntiEntropyConfig {
     fn default() -> Self {
         AntiEntropyConfig {
             interval: Duration::from_secs(600),
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            node: NodeConfig::default(),
-            http: HttpConfig::default(),
-            storage: StorageConfig::default(),
-            cluster: ClusterConfig::default(),
-            handoff: HandoffConfig::default(),
-            anti_entropy: AntiEntropyConfig::default(),
         }
     }
 }

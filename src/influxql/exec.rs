@@ -513,7 +513,7 @@ fn eval(expr: &Expr, scope: &dyn Scope) -> Option<Val> {
                     };
                     let matched = match eval(lhs, scope) {
                         Some(Val::Str(text)) => regex.is_match(&text),
-                        _ => return Some(Val::Bool(*op == BinaryOp::RegexNotMatch && false)),
+                        _ => return Some(Val::Bool(false)),
                     };
                     return Some(Val::Bool(if *op == BinaryOp::RegexMatch {
                         matched
@@ -724,20 +724,19 @@ fn collect_conjuncts(
             plan.nothing = true;
             Ok(())
         }
-        Expr::Binary { op, .. }
-            if matches!(
-                op,
+        Expr::Binary {
+            op:
                 BinaryOp::Eq
-                    | BinaryOp::Neq
-                    | BinaryOp::Lt
-                    | BinaryOp::Lte
-                    | BinaryOp::Gt
-                    | BinaryOp::Gte
-                    | BinaryOp::RegexMatch
-                    | BinaryOp::RegexNotMatch
-                    | BinaryOp::Or
-            ) =>
-        {
+                | BinaryOp::Neq
+                | BinaryOp::Lt
+                | BinaryOp::Lte
+                | BinaryOp::Gt
+                | BinaryOp::Gte
+                | BinaryOp::RegexMatch
+                | BinaryOp::RegexNotMatch
+                | BinaryOp::Or,
+            ..
+        } => {
             residual.push(expr.clone());
             Ok(())
         }

@@ -46,7 +46,9 @@ impl<'a> Parser<'a> {
             // InfluxDB places a string token one character earlier.
             column = column.saturating_sub(1).max(1);
         }
-        error(format!("found {found}, expected {expected} at line {line}, char {column}"))
+        error(format!(
+            "found {found}, expected {expected} at line {line}, char {column}"
+        ))
     }
 
     fn is_keyword(token: &Token, keyword: &str) -> bool {

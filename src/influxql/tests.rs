@@ -6,7 +6,9 @@ use crate::lineproto::{self, Precision};
 use crate::storage::{StorageOptions, Value as StoredValue};
 
 fn error_of(text: &str) -> String {
-    parse(text).map(|q| format!("{q:?}")).unwrap_or_else(|e| e.to_string())
+    parse(text)
+        .map(|q| format!("{q:?}"))
+        .unwrap_or_else(|e| e.to_string())
 }
 
 #[test]
@@ -31,12 +33,16 @@ fn influxdb_parse_error_texts() {
         error_of("SHOW MEASUREMENTS WITH MEASUREMENT = 'disk'"),
         "error parsing query: found disk, expected identifier at line 1, char 37"
     );
-    assert!(error_of("SELECT usage_user FROM cpu WHERE host =~ /[/").starts_with("error parsing query: error parsing regexp:"));
+    assert!(error_of("SELECT usage_user FROM cpu WHERE host =~ /[/")
+        .starts_with("error parsing query: error parsing regexp:"));
 }
 
 #[test]
 fn statements_print_as_influxdb_prints_them() {
-    let query = parse("drop database \"scratch_get\"; create database x with duration 7d name r; SHOW DATABASES").expect("parse");
+    let query = parse(
+        "drop database \"scratch_get\"; create database x with duration 7d name r; SHOW DATABASES",
+    )
+    .expect("parse");
     assert_eq!(
         query.write_statements(),
         vec![
@@ -46,7 +52,10 @@ fn statements_print_as_influxdb_prints_them() {
     );
     let select = "SELECT \"a b\", v::float AS x FROM db.rp.m WHERE time > now() - 1h AND host =~ /a\\/b/ GROUP BY host fill(none) ORDER BY time DESC LIMIT 10 OFFSET 2";
     let printed = parse(select).expect("parse").statements[0].to_string();
-    assert_eq!(parse(&printed).expect("reparse"), parse(select).expect("parse"));
+    assert_eq!(
+        parse(&printed).expect("reparse"),
+        parse(select).expect("parse")
+    );
 }
 
 fn ident() -> impl Strategy<Value = String> {
@@ -55,7 +64,10 @@ fn ident() -> impl Strategy<Value = String> {
 
 fn expr() -> impl Strategy<Value = Expr> {
     let leaf = prop_oneof![
-        ident().prop_map(|name| Expr::VarRef { name, data_type: None }),
+        ident().prop_map(|name| Expr::VarRef {
+            name,
+            data_type: None
+        }),
         (0i64..1_000_000).prop_map(Expr::Integer),
         (0.5f64..1e6).prop_map(Expr::Number),
         "[a-z '\\\\]{0,8}".prop_map(Expr::String),
@@ -65,10 +77,20 @@ fn expr() -> impl Strategy<Value = Expr> {
     leaf.prop_recursive(3, 16, 2, |inner| {
         prop_oneof![
             (inner.clone(), inner.clone(), 0usize..6).prop_map(|(l, r, op)| {
-                let op = [BinaryOp::Add, BinaryOp::Mul, BinaryOp::Eq, BinaryOp::Lt, BinaryOp::And, BinaryOp::Or][op];
+                let op = [
+                    BinaryOp::Add,
+                    BinaryOp::Mul,
+                    BinaryOp::Eq,
+                    BinaryOp::Lt,
+                    BinaryOp::And,
+                    BinaryOp::Or,
+                ][op];
                 Expr::Paren(Box::new(Expr::binary(op, l, r)))
             }),
-            inner.prop_map(|arg| Expr::Call { name: "mean".into(), args: vec![arg] }),
+            inner.prop_map(|arg| Expr::Call {
+                name: "mean".into(),
+                args: vec![arg]
+            }),
         ]
     })
 }
@@ -123,10 +145,19 @@ fn select_reads_back_what_was_written() {
     let body = "cpu,host=a v=1,s=\"x\" 10\ncpu,host=b v=2 20\ncpu,host=a v=3 30";
     let batch = lineproto::parse(body.as_bytes(), Precision::Nanosecond, 0);
     storage.write("db", None, &batch.points).expect("write");
-    let context = QueryContext { database: Some("db".into()), retention_policy: None, now: 0 };
+    let context = QueryContext {
+        database: Some("db".into()),
+        retention_policy: None,
+        now: 0,
+    };
     let run = |q: &str| {
         let query = parse(q).expect("parse");
-        String::from_utf8(encode_json(&execute(&query, &context, &storage), Epoch::Units(1), false)).expect("utf8")
+        String::from_utf8(encode_json(
+            &execute(&query, &context, &storage),
+            Epoch::Units(1),
+            false,
+        ))
+        .expect("utf8")
     };
     assert_eq!(
         run("SELECT * FROM cpu"),
@@ -146,16 +177,33 @@ fn select_reads_back_what_was_written() {
     );
     assert!(run("SELECT mean(v) FROM cpu").contains("not supported yet"));
     let chunks = encode_json_chunks(
-        &execute(&parse("SELECT v FROM cpu").expect("parse"), &context, &storage),
+        &execute(
+            &parse("SELECT v FROM cpu").expect("parse"),
+            &context,
+            &storage,
+        ),
         Epoch::Units(1),
         false,
         2,
     );
     let text = String::from_utf8(chunks).expect("utf8");
     assert_eq!(text.lines().count(), 2, "{text}");
-    assert!(text.lines().next().is_some_and(|l| l.contains("\"partial\":true")));
-    let csv = encode_csv(&execute(&parse("SELECT v FROM cpu").expect("parse"), &context, &storage), Epoch::Rfc3339);
-    assert_eq!(String::from_utf8(csv).expect("utf8"), "name,tags,time,v\ncpu,,10,1\ncpu,,20,2\ncpu,,30,3\n");
+    assert!(text
+        .lines()
+        .next()
+        .is_some_and(|l| l.contains("\"partial\":true")));
+    let csv = encode_csv(
+        &execute(
+            &parse("SELECT v FROM cpu").expect("parse"),
+            &context,
+            &storage,
+        ),
+        Epoch::Rfc3339,
+    );
+    assert_eq!(
+        String::from_utf8(csv).expect("utf8"),
+        "name,tags,time,v\ncpu,,10,1\ncpu,,20,2\ncpu,,30,3\n"
+    );
     let _ = StoredValue::Float(0.0);
 }
 
@@ -169,5 +217,8 @@ fn go_number_and_time_formats() {
     encode::format_float(0.5, &mut out);
     assert_eq!(out, "1e-7 123456789012345680 0.5");
     assert_eq!(encode::format_time(1), "1970-01-01T00:00:00.000000001Z");
-    assert_eq!(encode::format_time(1_704_067_200_000_000_000), "2024-01-01T00:00:00Z");
+    assert_eq!(
+        encode::format_time(1_704_067_200_000_000_000),
+        "2024-01-01T00:00:00Z"
+    );
 }

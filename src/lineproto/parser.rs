@@ -119,11 +119,17 @@ fn reason(text: &str) -> Reason {
     text.to_string()
 }
 
-fn parse_line(text: &str, precision: Precision, now: i64, number: usize) -> Result<Point<'_>, Reason> {
+fn parse_line(
+    text: &str,
+    precision: Precision,
+    now: i64,
+    number: usize,
+) -> Result<Point<'_>, Reason> {
     let line = text.as_bytes();
     // Slices are taken at ASCII delimiters only, so they are char boundaries;
     // `get` keeps even a mistake here from panicking.
-    let piece = |start: usize, end: usize| text.get(start..end).ok_or_else(|| reason("invalid UTF-8"));
+    let piece =
+        |start: usize, end: usize| text.get(start..end).ok_or_else(|| reason("invalid UTF-8"));
     // ---- measurement and tags: up to the first unescaped space.
     let key_end = find_unescaped(line, 0, |b| b == b' ');
     let key = &line[..key_end];
@@ -218,7 +224,10 @@ fn parse_line(text: &str, precision: Precision, now: i64, number: usize) -> Resu
                     _ => j += 1,
                 }
             }
-            (FieldValue::String(unescape(piece(value_start, j)?, b"\"\\")), j + 1)
+            (
+                FieldValue::String(unescape(piece(value_start, j)?, b"\"\\")),
+                j + 1,
+            )
         } else {
             let mut j = i;
             while j < line.len() && line[j] != b' ' && line[j] != b',' {

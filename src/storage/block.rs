@@ -249,6 +249,9 @@ pub fn decode(bytes: &[u8]) -> Result<Column, StorageError> {
     }
     let type_code = header[1];
     let count = reader.u32()? as usize;
+    if count > bytes.len().saturating_mul(8) {
+        return Err(corrupt("count larger than the block"));
+    }
     reader.take(16)?;
     let times: Vec<i64> =
         pco::standalone::simple_decompress(reader.section()?).map_err(pco_error)?;

@@ -42,6 +42,12 @@ fn engine_error(error: impl std::fmt::Display) -> StorageError {
     StorageError::Engine(error.to_string())
 }
 
+/// A series created by a batch: `(id, measurement, tags)`.
+type NewSeries = (u64, String, Vec<(String, String)>);
+
+/// Encoded blocks of one shard group: `(key, block)`.
+type ShardBlocks = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// One accepted write batch, as logged in the WAL.
 #[derive(Debug, Serialize, Deserialize)]
 struct WalBatch {
@@ -50,7 +56,7 @@ struct WalBatch {
     version: u64,
     /// Series this batch created: `(id, measurement, tags)`. The WAL carries
     /// them so that a replay needs nothing that was not fsynced with it.
-    new_series: Vec<(u64, String, Vec<(String, String)>)>,
+    new_series: Vec<NewSeries>,
     points: Vec<WalPoint>,
 }
 
@@ -775,7 +781,7 @@ impl Engine {
         let started = Instant::now();
         let now = now_nanos();
         let catalog = self.catalog.read().clone();
-        let mut per_shard: BTreeMap<ShardId, Vec<(Vec<u8>, Vec<u8>)>> = BTreeMap::new();
+        let mut per_shard: BTreeMap<ShardId, ShardBlocks> = BTreeMap::new();
         let mut blocks = 0usize;
         let mut values = 0usize;
         for (key, buffered) in &frozen.columns {
