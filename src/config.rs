@@ -229,6 +229,18 @@ impl Config {
             }
             builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
         }
+        // Only `DYNAFLUX_<SECTION>__<KEY>` variables configure a node; other
+        // `DYNAFLUX_*` variables (a test harness's, say) are not ours to refuse.
+        let section_prefix = format!("{ENV_PREFIX}_");
+        let env: HashMap<String, String> = env
+            .unwrap_or_else(|| std::env::vars().collect())
+            .into_iter()
+            .filter(|(key, _)| {
+                key.strip_prefix(&section_prefix)
+                    .is_some_and(|rest| rest.contains("__"))
+            })
+            .collect();
+        let env = Some(env);
         let environment = config::Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("_")
             .separator("__")
@@ -300,6 +312,20 @@ impl Config {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn other_dynaflux_variables_are_ignored() {
+        let config = Config::load(
+            None,
+            env(&[
+                ("DYNAFLUX_TEST_URL", "x"),
+                ("DYNAFLUX_HTTP__BIND", "127.0.0.1:9999"),
+            ]),
+            &Overrides::default(),
+        )
+        .expect("load");
+        assert_eq!(config.http.bind.port(), 9999);
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {
         Some(

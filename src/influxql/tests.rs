@@ -175,7 +175,10 @@ fn select_reads_back_what_was_written() {
         run("SELECT * FROM nope; SHOW DATABASES"),
         "{\"results\":[{\"statement_id\":0},{\"statement_id\":1,\"series\":[{\"name\":\"databases\",\"columns\":[\"name\"],\"values\":[[\"db\"]]}]}]}\n"
     );
-    assert!(run("SELECT mean(v) FROM cpu").contains("not supported yet"));
+    assert_eq!(
+        run("SELECT mean(v), max(v) FROM cpu WHERE time >= 0 AND time < 40 GROUP BY time(20ns) fill(none)"),
+        "{\"results\":[{\"statement_id\":0,\"series\":[{\"name\":\"cpu\",\"columns\":[\"time\",\"mean\",\"max\"],\"values\":[[0,1,1],[20,2.5,3]]}]}]}\n"
+    );
     let chunks = encode_json_chunks(
         &execute(
             &parse("SELECT v FROM cpu").expect("parse"),

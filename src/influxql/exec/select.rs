@@ -1,0 +1,1741 @@
+//! SELECT: raw queries (fields, tags, arithmetic and math functions per row)
+//! and aggregate queries (aggregates and selectors per GROUP BY time window
+//! and tag set, with fill, transformations and arithmetic on the results).
+//!
+//! Execution reads the fields a group needs, one series at a time, and keeps
+//! only the points of the group being computed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::*;
+
+/// Aggregates and selectors: they reduce the points of a window.
+const AGGREGATES: &[&str] = &[
+    "count",
+    "distinct",
+    "integral",
+    "mean",
+    "median",
+    "mode",
+    "spread",
+    "stddev",
+    "sum",
+    "first",
+    "last",
+    "max",
+    "min",
+    "percentile",
+    "sample",
+    "top",
+    "bottom",
+];
+/// Selectors keep the time of the point they select.
+const SELECTORS: &[&str] = &[
+    "first",
+    "last",
+    "max",
+    "min",
+    "percentile",
+    "sample",
+    "top",
+    "bottom",
+];
+/// Transformations of a series of values (of raw points or of windows).
+const TRANSFORMS: &[&str] = &[
+    "derivative",
+    "non_negative_derivative",
+    "difference",
+    "non_negative_difference",
+    "moving_average",
+    "cumulative_sum",
+    "elapsed",
+];
+/// Functions applied to each value.
+const MATH: &[&str] = &[
+    "abs", "ceil", "floor", "round", "sqrt", "pow", "ln", "log", "log2", "log10", "exp", "sin",
+    "cos", "tan", "asin", "acos", "atan", "atan2",
+];
+
+/// The most windows one query may produce per series.
+const MAX_BUCKETS: i64 = 1_000_000;
+
+fn is_aggregate(name: &str) -> bool {
+    AGGREGATES.contains(&name)
+}
+
+fn contains_aggregate(expr: &Expr) -> bool {
+    match expr {
+        Expr::Call { name, args } => is_aggregate(name) || args.iter().any(contains_aggregate),
+        Expr::Binary { lhs, rhs, .. } => contains_aggregate(lhs) || contains_aggregate(rhs),
+        Expr::Paren(inner) => contains_aggregate(inner),
+        _ => false,
+    }
+}
+
+/// Field references outside of any aggregate call.
+fn raw_refs<'a>(expr: &'a Expr, out: &mut Vec<&'a str>) {
+    match expr {
+        Expr::VarRef { name, .. } => out.push(name),
+        Expr::Call { name, args }
+            if !is_aggregate(name) && !TRANSFORMS.contains(&name.as_str()) =>
+        {
+            args.iter().for_each(|arg| raw_refs(arg, out))
+        }
+        Expr::Binary { lhs, rhs, .. } => {
+            raw_refs(lhs, out);
+            raw_refs(rhs, out);
+        }
+        Expr::Paren(inner) => raw_refs(inner, out),
+        _ => {}
+    }
+}
+
+/// InfluxDB's column name for an expression: the names of the fields and
+/// calls in it, joined by `_`.
+fn column_name(expr: &Expr) -> String {
+    fn walk(expr: &Expr, out: &mut Vec<String>) {
+        match expr {
+            Expr::VarRef { name, .. } => out.push(name.clone()),
+            Expr::Call { name, .. } => out.push(name.clone()),
+            Expr::Binary { lhs, rhs, .. } => {
+                walk(lhs, out);
+                walk(rhs, out);
+            }
+            Expr::Paren(inner) => walk(inner, out),
+            _ => {}
+        }
+    }
+    let mut names = Vec::new();
+    walk(expr, &mut names);
+    names.join("_")
+}
+
+struct OutColumn {
+    name: String,
+    expr: Expr,
+}
+
+fn dedup_names(columns: &mut [OutColumn]) {
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for column in columns.iter_mut() {
+        let count = seen.entry(column.name.clone()).or_insert(0);
+        if *count > 0 {
+            column.name = format!("{}_{}", column.name, count);
+        }
+        *count += 1;
+    }
+}
+
+struct Schema {
+    fields: BTreeMap<String, FieldType>,
+    tags: BTreeSet<String>,
+}
+
+/// Expand `*`, `*::field`, `/regex/`, `count(*)` and `count(/regex/)` into
+/// one column per field (and tag).
+fn expand_columns(
+    select: &SelectStatement,
+    schema: &Schema,
+    group_tags: &[String],
+) -> Result<Vec<OutColumn>> {
+    let mut columns = Vec::new();
+    for field in &select.fields {
+        match &field.expr {
+            Expr::Wildcard { data_type } => {
+                let mut names: Vec<(String, Expr)> = Vec::new();
+                if *data_type != Some(DataType::Tag) {
+                    for name in schema.fields.keys() {
+                        names.push((
+                            name.clone(),
+                            Expr::VarRef {
+                                name: name.clone(),
+                                data_type: Some(DataType::Field),
+                            },
+                        ));
+                    }
+                }
+                if *data_type != Some(DataType::Field) {
+                    for tag in &schema.tags {
+                        if !group_tags.contains(tag) && !schema.fields.contains_key(tag) {
+                            names.push((
+                                tag.clone(),
+                                Expr::VarRef {
+                                    name: tag.clone(),
+                                    data_type: Some(DataType::Tag),
+                                },
+                            ));
+                        }
+                    }
+                }
+                names.sort_by(|a, b| a.0.cmp(&b.0));
+                columns.extend(
+                    names
+                        .into_iter()
+                        .map(|(name, expr)| OutColumn { name, expr }),
+                );
+            }
+            Expr::Regex(pattern) => {
+                let regex = compile(pattern)?;
+                let mut names: Vec<String> = schema
+                    .fields
+                    .keys()
+                    .filter(|f| regex.is_match(f))
+                    .cloned()
+                    .collect();
+                names.extend(
+                    schema
+                        .tags
+                        .iter()
+                        .filter(|t| {
+                            regex.is_match(t)
+                                && !group_tags.contains(t)
+                                && !schema.fields.contains_key(*t)
+                        })
+                        .cloned(),
+                );
+                names.sort();
+                columns.extend(names.into_iter().map(|name| OutColumn {
+                    expr: Expr::VarRef {
+                        name: name.clone(),
+                        data_type: None,
+                    },
+                    name,
+                }));
+            }
+            Expr::Call { name, args }
+                if is_aggregate(name)
+                    && matches!(args.first(), Some(Expr::Wildcard { .. } | Expr::Regex(_))) =>
+            {
+                let matching: Vec<String> = match &args[0] {
+                    Expr::Regex(pattern) => {
+                        let regex = compile(pattern)?;
+                        schema
+                            .fields
+                            .keys()
+                            .filter(|f| regex.is_match(f))
+                            .cloned()
+                            .collect()
+                    }
+                    _ => schema.fields.keys().cloned().collect(),
+                };
+                for field_name in matching {
+                    let mut call_args = args.clone();
+                    call_args[0] = Expr::VarRef {
+                        name: field_name.clone(),
+                        data_type: None,
+                    };
+                    columns.push(OutColumn {
+                        name: format!("{name}_{field_name}"),
+                        expr: Expr::Call {
+                            name: name.clone(),
+                            args: call_args,
+                        },
+                    });
+                }
+            }
+            expr => columns.push(OutColumn {
+                name: field.alias.clone().unwrap_or_else(|| column_name(expr)),
+                expr: expr.clone(),
+            }),
+        }
+    }
+    dedup_names(&mut columns);
+    Ok(columns)
+}
+
+// ---------------------------------------------------------------- values
+
+fn cell_of(value: &Value) -> Cell {
+    match value {
+        Value::Float(v) => Cell::Float(*v),
+        Value::Integer(v) => Cell::Integer(*v),
+        Value::Unsigned(v) => Cell::Unsigned(*v),
+        Value::String(v) => Cell::String(v.clone()),
+        Value::Boolean(v) => Cell::Boolean(*v),
+    }
+}
+
+fn as_f64(cell: &Cell) -> Option<f64> {
+    match cell {
+        Cell::Float(v) => Some(*v),
+        Cell::Integer(v) => Some(*v as f64),
+        Cell::Unsigned(v) => Some(*v as f64),
+        _ => None,
+    }
+}
+
+fn arithmetic(op: BinaryOp, l: &Cell, r: &Cell) -> Cell {
+    if let (Cell::Integer(a), Cell::Integer(b)) = (l, r) {
+        return match op {
+            BinaryOp::Add => Cell::Integer(a.wrapping_add(*b)),
+            BinaryOp::Sub => Cell::Integer(a.wrapping_sub(*b)),
+            BinaryOp::Mul => Cell::Integer(a.wrapping_mul(*b)),
+            BinaryOp::Div => {
+                if *b == 0 {
+                    Cell::Float(0.0)
+                } else {
+                    Cell::Float(*a as f64 / *b as f64)
+                }
+            }
+            BinaryOp::Mod => {
+                if *b == 0 {
+                    Cell::Integer(0)
+                } else {
+                    Cell::Integer(a.wrapping_rem(*b))
+                }
+            }
+            BinaryOp::BitAnd => Cell::Integer(a & b),
+            BinaryOp::BitOr => Cell::Integer(a | b),
+            BinaryOp::BitXor => Cell::Integer(a ^ b),
+            _ => compare_cells(op, l, r),
+        };
+    }
+    let (Some(a), Some(b)) = (as_f64(l), as_f64(r)) else {
+        return match op {
+            BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div | BinaryOp::Mod => {
+                Cell::Null
+            }
+            _ => compare_cells(op, l, r),
+        };
+    };
+    match op {
+        BinaryOp::Add => Cell::Float(a + b),
+        BinaryOp::Sub => Cell::Float(a - b),
+        BinaryOp::Mul => Cell::Float(a * b),
+        BinaryOp::Div => Cell::Float(if b == 0.0 { 0.0 } else { a / b }),
+        BinaryOp::Mod => Cell::Float(if b == 0.0 { 0.0 } else { a % b }),
+        _ => compare_cells(op, l, r),
+    }
+}
+
+fn compare_cells(op: BinaryOp, l: &Cell, r: &Cell) -> Cell {
+    let to_val = |cell: &Cell| match cell {
+        Cell::Float(v) => Some(Val::Number(*v)),
+        Cell::Integer(v) => Some(Val::Integer(*v)),
+        Cell::Unsigned(v) => Some(Val::Number(*v as f64)),
+        Cell::String(v) => Some(Val::Str(v.clone())),
+        Cell::Boolean(v) => Some(Val::Bool(*v)),
+        _ => None,
+    };
+    match (to_val(l), to_val(r)) {
+        (Some(a), Some(b)) => match compare_or_compute(op, &a, &b) {
+            Some(Val::Bool(v)) => Cell::Boolean(v),
+            _ => Cell::Null,
+        },
+        _ => Cell::Null,
+    }
+}
+
+fn math(name: &str, args: &[Cell]) -> Cell {
+    let Some(x) = args.first().and_then(as_f64) else {
+        return Cell::Null;
+    };
+    let keep_int = |v: f64| match args.first() {
+        Some(Cell::Integer(i)) => Cell::Integer(*i),
+        _ => Cell::Float(v),
+    };
+    match name {
+        "abs" => match args.first() {
+            Some(Cell::Integer(i)) => Cell::Integer(i.wrapping_abs()),
+            _ => Cell::Float(x.abs()),
+        },
+        "ceil" => keep_int(x.ceil()),
+        "floor" => keep_int(x.floor()),
+        "round" => keep_int(x.round()),
+        "sqrt" => Cell::Float(x.sqrt()),
+        "ln" => Cell::Float(x.ln()),
+        "log2" => Cell::Float(x.log2()),
+        "log10" => Cell::Float(x.log10()),
+        "exp" => Cell::Float(x.exp()),
+        "sin" => Cell::Float(x.sin()),
+        "cos" => Cell::Float(x.cos()),
+        "tan" => Cell::Float(x.tan()),
+        "asin" => Cell::Float(x.asin()),
+        "acos" => Cell::Float(x.acos()),
+        "atan" => Cell::Float(x.atan()),
+        "pow" | "log" | "atan2" => {
+            let Some(y) = args.get(1).and_then(as_f64) else {
+                return Cell::Null;
+            };
+            Cell::Float(match name {
+                "pow" => x.powf(y),
+                "log" => x.ln() / y.ln(),
+                _ => x.atan2(y),
+            })
+        }
+        _ => Cell::Null,
+    }
+}
+
+/// Evaluate an output expression: `lookup` resolves field and tag names (and,
+/// for aggregate queries, the calls already computed, by their printed form).
+fn evaluate(expr: &Expr, lookup: &dyn Fn(&Expr) -> Option<Cell>) -> Cell {
+    if let Some(cell) = lookup(expr) {
+        return cell;
+    }
+    match expr {
+        Expr::Integer(v) => Cell::Integer(*v),
+        Expr::Number(v) => Cell::Float(*v),
+        Expr::String(v) => Cell::String(v.clone()),
+        Expr::Boolean(v) => Cell::Boolean(*v),
+        Expr::Duration(v) => Cell::Integer(*v),
+        Expr::Paren(inner) => evaluate(inner, lookup),
+        Expr::Binary { op, lhs, rhs } => {
+            let l = evaluate(lhs, lookup);
+            let r = evaluate(rhs, lookup);
+            if matches!(l, Cell::Null) || matches!(r, Cell::Null) {
+                return Cell::Null;
+            }
+            arithmetic(*op, &l, &r)
+        }
+        Expr::Call { name, args } if MATH.contains(&name.as_str()) => {
+            let values: Vec<Cell> = args.iter().map(|arg| evaluate(arg, lookup)).collect();
+            math(name, &values)
+        }
+        _ => Cell::Null,
+    }
+}
+
+// ---------------------------------------------------------------- plan
+
+pub(super) fn execute_select(
+    select: &SelectStatement,
+    context: &QueryContext,
+    storage: &Storage,
+) -> Result<StatementResult> {
+    let non_time = select
+        .fields
+        .iter()
+        .any(|field| !matches!(&field.expr, Expr::VarRef { name, .. } if name.eq_ignore_ascii_case("time")));
+    if !non_time {
+        return Err("at least 1 non-time field must be queried".into());
+    }
+    let aggregate = select
+        .fields
+        .iter()
+        .any(|field| contains_aggregate(&field.expr));
+    if aggregate {
+        validate_calls(select)?;
+    } else if select
+        .dimensions
+        .iter()
+        .any(|d| matches!(d, Dimension::Time { .. }))
+    {
+        return Err("GROUP BY requires at least one aggregate function".into());
+    }
+    for field in &select.fields {
+        if let Expr::Call { name, .. } = &field.expr {
+            if TRANSFORMS.contains(&name.as_str()) && !contains_aggregate(&field.expr) {
+                return Err(format!("{name}() on raw fields is not supported yet"));
+            }
+        }
+        check_known_calls(&field.expr)?;
+    }
+    let plan = plan_condition(select.condition.as_ref(), context.now)?;
+    let mut out = Vec::new();
+    for source in &select.sources {
+        let Source::Measurement {
+            database: explicit_db,
+            rp,
+            name,
+        } = source
+        else {
+            return Err("subqueries are not supported yet".into());
+        };
+        let db = explicit_db
+            .as_deref()
+            .or(context.database.as_deref())
+            .ok_or_else(|| "database name required".to_string())?;
+        require_database(storage, db)?;
+        let rp = match rp.as_deref().or(context.retention_policy.as_deref()) {
+            Some(rp) => rp.to_string(),
+            None => storage
+                .default_retention_policy(db)
+                .map_err(storage_error)?,
+        };
+        if !storage
+            .retention_policies(db)
+            .map_err(storage_error)?
+            .iter()
+            .any(|p| p.name == rp)
+        {
+            return Err(format!("retention policy not found: {rp}"));
+        }
+        let measurements: Vec<String> = match name {
+            MeasurementMatch::Name(name) => vec![name.clone()],
+            MeasurementMatch::Regex(_) => {
+                let matcher = MeasurementMatcher::new(name)?;
+                storage
+                    .measurements(db)
+                    .map_err(storage_error)?
+                    .into_iter()
+                    .filter(|m| matcher.matches(m))
+                    .collect()
+            }
+        };
+        for measurement in measurements {
+            if plan.nothing {
+                continue;
+            }
+            let query = MeasurementQuery {
+                select,
+                plan: &plan,
+                storage,
+                db,
+                rp: &rp,
+                measurement: &measurement,
+                now: context.now,
+            };
+            let series = if aggregate {
+                query.aggregate()?
+            } else {
+                query.raw()?
+            };
+            out.extend(series);
+        }
+    }
+    Ok(with_series(out))
+}
+
+fn check_known_calls(expr: &Expr) -> Result<()> {
+    match expr {
+        Expr::Call { name, args } => {
+            if !(is_aggregate(name)
+                || TRANSFORMS.contains(&name.as_str())
+                || MATH.contains(&name.as_str()))
+            {
+                return Err(format!("undefined function {name}()"));
+            }
+            args.iter().try_for_each(check_known_calls)
+        }
+        Expr::Binary { lhs, rhs, .. } => {
+            check_known_calls(lhs)?;
+            check_known_calls(rhs)
+        }
+        Expr::Paren(inner) => check_known_calls(inner),
+        _ => Ok(()),
+    }
+}
+
+fn validate_calls(select: &SelectStatement) -> Result<()> {
+    let mut selectors = 0;
+    let mut aggregates = 0;
+    let mut raw = Vec::new();
+    for field in &select.fields {
+        raw_refs(&field.expr, &mut raw);
+        count_calls(&field.expr, &mut selectors, &mut aggregates)?;
+    }
+    raw.retain(|name| !name.eq_ignore_ascii_case("time"));
+    let wildcard = select
+        .fields
+        .iter()
+        .any(|f| matches!(f.expr, Expr::Wildcard { .. }));
+    if wildcard || !(raw.is_empty() || selectors == 1 && aggregates == 1) {
+        return Err("mixing aggregate and non-aggregate queries is not supported".into());
+    }
+    Ok(())
+}
+
+fn count_calls(expr: &Expr, selectors: &mut usize, aggregates: &mut usize) -> Result<()> {
+    match expr {
+        Expr::Call { name, args } => {
+            if is_aggregate(name) {
+                *aggregates += 1;
+                if SELECTORS.contains(&name.as_str()) {
+                    *selectors += 1;
+                }
+                check_arguments(name, args)?;
+            }
+            for arg in args {
+                count_calls(arg, selectors, aggregates)?;
+            }
+            Ok(())
+        }
+        Expr::Binary { lhs, rhs, .. } => {
+            count_calls(lhs, selectors, aggregates)?;
+            count_calls(rhs, selectors, aggregates)
+        }
+        Expr::Paren(inner) => count_calls(inner, selectors, aggregates),
+        _ => Ok(()),
+    }
+}
+
+fn check_arguments(name: &str, args: &[Expr]) -> Result<()> {
+    let got = args.len();
+    match name {
+        "percentile" if got != 2 => Err(format!(
+            "invalid number of arguments for percentile, expected 2, got {got}"
+        )),
+        "sample" if got != 2 => Err(format!(
+            "invalid number of arguments for sample, expected 2, got {got}"
+        )),
+        "top" | "bottom" if got < 2 => Err(format!(
+            "invalid number of arguments for {name}, expected at least 2, got {got}"
+        )),
+        "distinct" if got != 1 => Err("distinct function can only have one argument".into()),
+        "integral" if got == 0 || got > 2 => Err(format!(
+            "invalid number of arguments for integral, expected 1 or 2, got {got}"
+        )),
+        "percentile" | "sample" | "top" | "bottom" | "distinct" | "integral" => Ok(()),
+        _ if got != 1 => Err(format!(
+            "invalid number of arguments for {name}, expected 1, got {got}"
+        )),
+        _ => Ok(()),
+    }
+}
+
+struct MeasurementQuery<'a> {
+    select: &'a SelectStatement,
+    plan: &'a Plan,
+    storage: &'a Storage,
+    db: &'a str,
+    rp: &'a str,
+    measurement: &'a str,
+    now: i64,
+}
+
+/// The series of one output group.
+struct Group {
+    tag_values: Vec<String>,
+    series: Vec<SeriesInfo>,
+}
+
+impl MeasurementQuery<'_> {
+    fn schema(&self) -> Result<Schema> {
+        Ok(Schema {
+            fields: self
+                .storage
+                .field_types(self.db, self.measurement)
+                .map_err(storage_error)?
+                .into_iter()
+                .collect(),
+            tags: self
+                .storage
+                .tag_keys(self.db, self.measurement)
+                .map_err(storage_error)?
+                .into_iter()
+                .collect(),
+        })
+    }
+
+    fn group_tags(&self, schema: &Schema) -> Result<Vec<String>> {
+        let mut keys = Vec::new();
+        for dimension in &self.select.dimensions {
+            match dimension {
+                Dimension::Tag(tag) => keys.push(tag.clone()),
+                Dimension::Wildcard => keys.extend(schema.tags.iter().cloned()),
+                Dimension::Regex(pattern) => {
+                    let regex = compile(pattern)?;
+                    keys.extend(schema.tags.iter().filter(|k| regex.is_match(k)).cloned());
+                }
+                Dimension::Time { .. } => {}
+            }
+        }
+        keys.sort();
+        keys.dedup();
+        Ok(keys)
+    }
+
+    /// Series matching the tag part of the condition, grouped by GROUP BY tags.
+    fn groups(&self, group_tags: &[String], row_filter: bool) -> Result<Vec<Group>> {
+        let mut series = self
+            .storage
+            .series(self.db, self.measurement)
+            .map_err(storage_error)?;
+        if let (Some(residual), false) = (&self.plan.residual, row_filter) {
+            series.retain(|s| tag_filter(residual, &s.tags));
+        }
+        let mut groups: BTreeMap<Vec<String>, Vec<SeriesInfo>> = BTreeMap::new();
+        for s in series {
+            let key: Vec<String> = group_tags
+                .iter()
+                .map(|k| {
+                    s.tags
+                        .iter()
+                        .find(|(t, _)| t == k)
+                        .map(|(_, v)| v.clone())
+                        .unwrap_or_default()
+                })
+                .collect();
+            groups.entry(key).or_default().push(s);
+        }
+        Ok(groups
+            .into_iter()
+            .map(|(tag_values, series)| Group { tag_values, series })
+            .collect())
+    }
+
+    /// Whether the residual condition names fields (then it filters rows).
+    fn condition_fields(&self, schema: &Schema) -> Vec<String> {
+        let mut names = Vec::new();
+        if let Some(residual) = &self.plan.residual {
+            let mut refs = Vec::new();
+            var_refs(residual, &mut refs);
+            for (name, data_type) in refs {
+                if data_type != Some(DataType::Tag)
+                    && schema.fields.contains_key(name)
+                    && !names.iter().any(|n| n == name)
+                {
+                    names.push(name.to_string());
+                }
+            }
+        }
+        names
+    }
+
+    /// The rows of one series: time -> field values, with the row filter applied.
+    fn read_rows(
+        &self,
+        series: &SeriesInfo,
+        fields: &[String],
+        schema: &Schema,
+        row_filter: bool,
+    ) -> Result<BTreeMap<i64, BTreeMap<String, Value>>> {
+        let mut rows: BTreeMap<i64, BTreeMap<String, Value>> = BTreeMap::new();
+        for field in fields {
+            for (time, value) in self
+                .storage
+                .read_field(
+                    self.db,
+                    self.rp,
+                    series.id,
+                    field,
+                    self.plan.min_time,
+                    self.plan.max_time,
+                )
+                .map_err(storage_error)?
+            {
+                rows.entry(time).or_default().insert(field.clone(), value);
+            }
+        }
+        if row_filter {
+            if let Some(residual) = &self.plan.residual {
+                let field_names: BTreeSet<String> = schema.fields.keys().cloned().collect();
+                rows.retain(|_, values| {
+                    let borrowed: BTreeMap<&str, Value> = values
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.clone()))
+                        .collect();
+                    let scope = RowScope {
+                        tags: &series.tags,
+                        fields: &borrowed,
+                        field_names: &field_names,
+                    };
+                    matches!(eval(residual, &scope), Some(Val::Bool(true)))
+                });
+            }
+        }
+        Ok(rows)
+    }
+
+    fn finish(&self, group_tags: &[String], groups: Vec<GroupRows>) -> Vec<ResultSeries> {
+        let limit = usize::try_from(self.select.limit).unwrap_or(usize::MAX);
+        let offset = usize::try_from(self.select.offset).unwrap_or(usize::MAX);
+        let mut out = Vec::new();
+        for (tag_values, columns, mut rows) in groups {
+            if self.select.descending {
+                rows.reverse();
+            }
+            let values: Vec<Vec<Cell>> = rows
+                .into_iter()
+                .skip(offset)
+                .take(if limit == 0 { usize::MAX } else { limit })
+                .collect();
+            if values.is_empty() {
+                continue;
+            }
+            let tags = if group_tags.is_empty() {
+                None
+            } else {
+                Some(group_tags.iter().cloned().zip(tag_values).collect())
+            };
+            out.push(ResultSeries {
+                name: Some(self.measurement.to_string()),
+                tags,
+                columns,
+                values,
+                partial: false,
+            });
+        }
+        let soffset = usize::try_from(self.select.soffset).unwrap_or(usize::MAX);
+        let slimit = usize::try_from(self.select.slimit).unwrap_or(usize::MAX);
+        out.into_iter()
+            .skip(soffset)
+            .take(if slimit == 0 { usize::MAX } else { slimit })
+            .collect()
+    }
+
+    // ------------------------------------------------------------ raw
+
+    fn raw(&self) -> Result<Vec<ResultSeries>> {
+        let schema = self.schema()?;
+        let group_tags = self.group_tags(&schema)?;
+        let columns = expand_columns(self.select, &schema, &group_tags)?;
+        // Fields the output needs; a row exists when one of them has a value.
+        let mut selected: Vec<String> = Vec::new();
+        for column in &columns {
+            let mut refs = Vec::new();
+            raw_refs(&column.expr, &mut refs);
+            for name in refs {
+                let is_field = schema.fields.contains_key(name) && !is_tag_ref(&column.expr, name);
+                if is_field && !selected.iter().any(|s| s == name) {
+                    selected.push(name.to_string());
+                }
+            }
+        }
+        if selected.is_empty() {
+            return Ok(Vec::new());
+        }
+        let condition_fields = self.condition_fields(&schema);
+        let row_filter = !condition_fields.is_empty();
+        let mut needed = selected.clone();
+        for name in condition_fields {
+            if !needed.contains(&name) {
+                needed.push(name);
+            }
+        }
+        let column_names: Vec<String> = std::iter::once("time".to_string())
+            .chain(columns.iter().map(|c| c.name.clone()))
+            .collect();
+        let mut groups = Vec::new();
+        for group in self.groups(&group_tags, row_filter)? {
+            let mut rows: Vec<(i64, usize, Vec<Cell>)> = Vec::new();
+            for (member, series) in group.series.iter().enumerate() {
+                for (time, values) in self.read_rows(series, &needed, &schema, row_filter)? {
+                    if !selected.iter().any(|f| values.contains_key(f)) {
+                        continue;
+                    }
+                    let lookup = |expr: &Expr| -> Option<Cell> {
+                        let Expr::VarRef { name, data_type } = expr else {
+                            return None;
+                        };
+                        if *data_type != Some(DataType::Tag) {
+                            if let Some(value) = values.get(name) {
+                                return Some(cell_of(value));
+                            }
+                            if schema.fields.contains_key(name)
+                                || *data_type == Some(DataType::Field)
+                            {
+                                return Some(Cell::Null);
+                            }
+                        }
+                        Some(
+                            series
+                                .tags
+                                .iter()
+                                .find(|(k, _)| k == name)
+                                .map(|(_, v)| Cell::String(v.clone()))
+                                .unwrap_or(Cell::Null),
+                        )
+                    };
+                    let mut row = Vec::with_capacity(columns.len() + 1);
+                    row.push(Cell::Time(time));
+                    row.extend(columns.iter().map(|column| evaluate(&column.expr, &lookup)));
+                    rows.push((time, member, row));
+                }
+            }
+            rows.sort_by_key(|(time, member, _)| (*time, *member));
+            groups.push((
+                group.tag_values,
+                column_names.clone(),
+                rows.into_iter().map(|(_, _, row)| row).collect(),
+            ));
+        }
+        Ok(self.finish(&group_tags, groups))
+    }
+
+    // ------------------------------------------------------------ aggregates
+
+    fn aggregate(&self) -> Result<Vec<ResultSeries>> {
+        let schema = self.schema()?;
+        let group_tags = self.group_tags(&schema)?;
+        let columns = expand_columns(self.select, &schema, &group_tags)?;
+        // The aggregate calls of every column, innermost aggregate first.
+        let mut calls: Vec<Expr> = Vec::new();
+        for column in &columns {
+            collect_aggregate_calls(&column.expr, &mut calls);
+        }
+        for call in &calls {
+            check_call_types(call, &schema)?;
+        }
+        let mut needed: Vec<String> = Vec::new();
+        for call in &calls {
+            if let Some(field) = call_field(call) {
+                if schema.fields.contains_key(&field) && !needed.contains(&field) {
+                    needed.push(field);
+                }
+            }
+        }
+        let mut raw_fields: Vec<String> = Vec::new();
+        for column in &columns {
+            let mut refs = Vec::new();
+            raw_refs(&column.expr, &mut refs);
+            for name in refs {
+                if schema.fields.contains_key(name) && !raw_fields.iter().any(|f| f == name) {
+                    raw_fields.push(name.to_string());
+                }
+            }
+        }
+        for field in &raw_fields {
+            if !needed.contains(field) {
+                needed.push(field.clone());
+            }
+        }
+        let condition_fields = self.condition_fields(&schema);
+        let row_filter = !condition_fields.is_empty();
+        let mut read_fields = needed.clone();
+        for name in condition_fields {
+            if !read_fields.contains(&name) {
+                read_fields.push(name);
+            }
+        }
+        let interval = self.select.dimensions.iter().find_map(|d| match d {
+            Dimension::Time { interval, offset } => Some((*interval, offset.unwrap_or(0))),
+            _ => None,
+        });
+        let mut max_time = self.plan.max_time;
+        if interval.is_some() && max_time == MAX_NANO_TIME {
+            max_time = self.now;
+        }
+        let column_names: Vec<String> = std::iter::once("time".to_string())
+            .chain(columns.iter().map(|c| c.name.clone()))
+            .chain(extra_tag_columns(&calls))
+            .collect();
+        let single_selector = calls.len() == 1
+            && columns.len() == 1
+            && matches!(&calls[0], Expr::Call { name, .. } if SELECTORS.contains(&name.as_str()))
+            || (calls.len() == 1 && !raw_fields.is_empty());
+        let mut groups = Vec::new();
+        for group in self.groups(&group_tags, row_filter)? {
+            // Points per field, merged over the group's series, by time.
+            let mut points: BTreeMap<String, Vec<Point>> = BTreeMap::new();
+            let mut rows_by_series: Vec<BTreeMap<i64, BTreeMap<String, Value>>> = Vec::new();
+            for (member, series) in group.series.iter().enumerate() {
+                let rows = self.read_rows(series, &read_fields, &schema, row_filter)?;
+                for (time, values) in &rows {
+                    for (field, value) in values {
+                        if needed.contains(field) {
+                            points.entry(field.clone()).or_default().push(Point {
+                                time: *time,
+                                value: cell_of(value),
+                                member,
+                            });
+                        }
+                    }
+                }
+                rows_by_series.push(rows);
+            }
+            for list in points.values_mut() {
+                list.sort_by_key(|p| (p.time, p.member));
+            }
+            let windows = windows(interval, self.plan.min_time, max_time, &points)?;
+            let mut rows: Vec<Row> = Vec::new();
+            for (window_start, window_end) in &windows {
+                let mut results: Vec<Reduced> = Vec::with_capacity(calls.len());
+                for call in &calls {
+                    let field = call_field(call).unwrap_or_default();
+                    let in_window: &[Point] = points
+                        .get(&field)
+                        .map(|list| {
+                            let from = list.partition_point(|p| p.time < *window_start);
+                            let to = list.partition_point(|p| p.time < *window_end);
+                            &list[from..to]
+                        })
+                        .unwrap_or(&[]);
+                    let known = schema.fields.contains_key(&field);
+                    results.push(reduce(call, in_window, known, &group.series)?);
+                }
+                let stamp = match interval {
+                    Some(_) => *window_start,
+                    None => {
+                        if self.plan.min_time == MIN_NANO_TIME {
+                            0
+                        } else {
+                            self.plan.min_time
+                        }
+                    }
+                };
+                rows.extend(self.rows_of_window(
+                    &columns,
+                    &calls,
+                    results,
+                    stamp,
+                    single_selector && interval.is_none(),
+                    &raw_fields,
+                    &rows_by_series,
+                    &group.series,
+                ));
+            }
+            let rows = self.fill_and_transform(&columns, &calls, rows, interval.is_some())?;
+            groups.push((group.tag_values, column_names.clone(), rows));
+        }
+        Ok(self.finish(&group_tags, groups))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn rows_of_window(
+        &self,
+        columns: &[OutColumn],
+        calls: &[Expr],
+        results: Vec<Reduced>,
+        stamp: i64,
+        selector_time: bool,
+        raw_fields: &[String],
+        rows_by_series: &[BTreeMap<i64, BTreeMap<String, Value>>],
+        series: &[SeriesInfo],
+    ) -> Vec<Row> {
+        // A call that yields several rows (distinct, top, bottom, sample) is
+        // the only column of its query.
+        if let Some(Reduced::Many(items)) = results.first() {
+            return items
+                .iter()
+                .map(|item| {
+                    let mut cells = vec![Cell::Time(item.time.unwrap_or(stamp))];
+                    cells.push(item.value.clone());
+                    cells.extend(item.tags.iter().cloned());
+                    Row { cells, empty: None }
+                })
+                .collect();
+        }
+        let singles: Vec<(Cell, Option<i64>, Option<usize>)> = results
+            .into_iter()
+            .map(|result| match result {
+                Reduced::One {
+                    value,
+                    time,
+                    member,
+                } => (value, time, member),
+                Reduced::Many(_) => (Cell::Null, None, None),
+            })
+            .collect();
+        let empty = singles
+            .iter()
+            .all(|(value, _, _)| matches!(value, Cell::Null));
+        let time = if selector_time {
+            singles.first().and_then(|s| s.1).unwrap_or(stamp)
+        } else {
+            stamp
+        };
+        let member = singles.first().and_then(|s| s.2);
+        let printed: Vec<String> = calls.iter().map(|c| c.to_string()).collect();
+        let lookup = |expr: &Expr| -> Option<Cell> {
+            if let Expr::Call { name, .. } = expr {
+                if is_aggregate(name) {
+                    let key = expr.to_string();
+                    return printed
+                        .iter()
+                        .position(|p| *p == key)
+                        .map(|i| singles[i].0.clone());
+                }
+            }
+            if let Expr::VarRef { name, .. } = expr {
+                if raw_fields.contains(name) {
+                    let value = member
+                        .and_then(|m| rows_by_series.get(m))
+                        .and_then(|rows| rows.get(&time))
+                        .and_then(|values| values.get(name))
+                        .map(cell_of);
+                    return Some(value.unwrap_or(Cell::Null));
+                }
+                let tag = member
+                    .and_then(|m| series.get(m))
+                    .and_then(|s| s.tags.iter().find(|(k, _)| k == name))
+                    .map(|(_, v)| Cell::String(v.clone()));
+                return Some(tag.unwrap_or(Cell::Null));
+            }
+            None
+        };
+        let mut row = vec![Cell::Time(time)];
+        for column in columns {
+            row.push(evaluate(strip_transform(&column.expr), &lookup));
+        }
+        vec![Row {
+            cells: row,
+            empty: Some(empty),
+        }]
+    }
+
+    fn fill_and_transform(
+        &self,
+        columns: &[OutColumn],
+        calls: &[Expr],
+        rows: Vec<Row>,
+        by_time: bool,
+    ) -> Result<Vec<Vec<Cell>>> {
+        let width = columns.len() + 1;
+        if rows.iter().any(|row| row.empty.is_none()) {
+            return Ok(rows.into_iter().map(|row| row.cells).collect());
+        }
+        let mut out: Vec<Vec<Cell>> = Vec::with_capacity(rows.len());
+        let fill = self.select.fill.clone().unwrap_or(Fill::Null);
+        let count_columns: Vec<bool> = columns
+            .iter()
+            .map(|c| matches!(strip_transform(&c.expr), Expr::Call { name, .. } if name == "count"))
+            .collect();
+        let integer_columns: Vec<bool> = columns
+            .iter()
+            .map(|c| integer_result(strip_transform(&c.expr), calls))
+            .collect();
+        for Row {
+            cells: mut row,
+            empty,
+        } in rows
+        {
+            let empty = empty == Some(true);
+            if empty && by_time {
+                match &fill {
+                    Fill::None => continue,
+                    Fill::Null => {
+                        for (index, is_count) in count_columns.iter().enumerate() {
+                            if *is_count {
+                                row[index + 1] = Cell::Integer(0);
+                            }
+                        }
+                    }
+                    Fill::Number(v) => {
+                        for index in 0..columns.len() {
+                            row[index + 1] = if integer_columns[index] {
+                                Cell::Integer(*v as i64)
+                            } else {
+                                Cell::Float(*v)
+                            };
+                        }
+                    }
+                    Fill::Integer(v) => {
+                        for index in 0..columns.len() {
+                            row[index + 1] = if integer_columns[index] {
+                                Cell::Integer(*v)
+                            } else {
+                                Cell::Float(*v as f64)
+                            };
+                        }
+                    }
+                    Fill::Previous => {
+                        if let Some(previous) = out.last() {
+                            row[1..width].clone_from_slice(&previous[1..width]);
+                        }
+                    }
+                    Fill::Linear => {}
+                }
+            } else if !by_time && empty {
+                // Without GROUP BY time an aggregate over nothing is no row,
+                // unless it is a count of a field that exists.
+                let keep = count_columns
+                    .iter()
+                    .enumerate()
+                    .any(|(i, is_count)| *is_count && !matches!(row[i + 1], Cell::Null));
+                if !keep {
+                    continue;
+                }
+            }
+            out.push(row);
+        }
+        if matches!(fill, Fill::Linear) && by_time {
+            linear_fill(&mut out, width);
+        }
+        // Transformations over the window rows.
+        for (index, column) in columns.iter().enumerate() {
+            if let Expr::Call { name, args } = &column.expr {
+                if TRANSFORMS.contains(&name.as_str()) {
+                    out = transform(name, args, out, index + 1)?;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn is_tag_ref(expr: &Expr, name: &str) -> bool {
+    match expr {
+        Expr::VarRef { name: n, data_type } => n == name && *data_type == Some(DataType::Tag),
+        _ => false,
+    }
+}
+
+/// `derivative(mean(x), 1m)` -> `mean(x)`: the part computed per window.
+fn strip_transform(expr: &Expr) -> &Expr {
+    match expr {
+        Expr::Call { name, args } if TRANSFORMS.contains(&name.as_str()) => {
+            args.first().unwrap_or(expr)
+        }
+        _ => expr,
+    }
+}
+
+fn integer_result(expr: &Expr, calls: &[Expr]) -> bool {
+    let _ = calls;
+    matches!(expr, Expr::Call { name, .. } if name == "count")
+        || matches!(expr, Expr::Call { name, args } if matches!(name.as_str(), "max" | "min" | "first" | "last" | "sum" | "spread")
+            && !args.is_empty())
+}
+
+fn extra_tag_columns(calls: &[Expr]) -> Vec<String> {
+    match calls {
+        [Expr::Call { name, args }] if name == "top" || name == "bottom" => args
+            [1..args.len().saturating_sub(1)]
+            .iter()
+            .filter_map(|arg| match arg {
+                Expr::VarRef { name, .. } => Some(name.clone()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn collect_aggregate_calls(expr: &Expr, out: &mut Vec<Expr>) {
+    match expr {
+        Expr::Call { name, args } if is_aggregate(name) => {
+            if !out.contains(expr) {
+                out.push(expr.clone());
+            }
+            let _ = args;
+        }
+        Expr::Call { args, .. } => args
+            .iter()
+            .for_each(|arg| collect_aggregate_calls(arg, out)),
+        Expr::Binary { lhs, rhs, .. } => {
+            collect_aggregate_calls(lhs, out);
+            collect_aggregate_calls(rhs, out);
+        }
+        Expr::Paren(inner) => collect_aggregate_calls(inner, out),
+        _ => {}
+    }
+}
+
+/// The field an aggregate call reads (through `count(distinct(x))`).
+fn call_field(call: &Expr) -> Option<String> {
+    match call {
+        Expr::Call { args, .. } => match args.first()? {
+            Expr::VarRef { name, .. } => Some(name.clone()),
+            inner @ Expr::Call { .. } => call_field(inner),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn check_call_types(call: &Expr, schema: &Schema) -> Result<()> {
+    let Expr::Call { name, .. } = call else {
+        return Ok(());
+    };
+    let Some(field) = call_field(call) else {
+        return Err(format!("expected field argument in {name}()"));
+    };
+    let Some(field_type) = schema.fields.get(&field) else {
+        return Ok(());
+    };
+    let numeric_only = matches!(
+        name.as_str(),
+        "mean"
+            | "median"
+            | "stddev"
+            | "spread"
+            | "sum"
+            | "integral"
+            | "percentile"
+            | "top"
+            | "bottom"
+    );
+    let not_strings = matches!(name.as_str(), "min" | "max");
+    let iterator = match field_type {
+        FieldType::String => Some("*query.stringInterruptIterator"),
+        FieldType::Boolean => Some("*query.booleanInterruptIterator"),
+        _ => None,
+    };
+    match (iterator, field_type) {
+        (Some(iterator), FieldType::String) if numeric_only || not_strings => {
+            Err(format!("unsupported {name} iterator type: {iterator}"))
+        }
+        (Some(iterator), FieldType::Boolean) if numeric_only => {
+            Err(format!("unsupported {name} iterator type: {iterator}"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// One output series before limits: (tag values, columns, rows).
+type GroupRows = (Vec<String>, Vec<String>, Vec<Vec<Cell>>);
+
+/// An output row of an aggregate query; `empty` says whether every
+/// aggregate of its window saw no point (`None` for multi-row calls).
+struct Row {
+    cells: Vec<Cell>,
+    empty: Option<bool>,
+}
+
+#[derive(Debug, Clone)]
+struct Point {
+    time: i64,
+    value: Cell,
+    member: usize,
+}
+
+struct Item {
+    time: Option<i64>,
+    value: Cell,
+    tags: Vec<Cell>,
+}
+
+enum Reduced {
+    One {
+        value: Cell,
+        time: Option<i64>,
+        member: Option<usize>,
+    },
+    Many(Vec<Item>),
+}
+
+fn one(value: Cell) -> Reduced {
+    Reduced::One {
+        value,
+        time: None,
+        member: None,
+    }
+}
+
+fn selected(point: &Point) -> Reduced {
+    Reduced::One {
+        value: point.value.clone(),
+        time: Some(point.time),
+        member: Some(point.member),
+    }
+}
+
+fn number_arg(args: &[Expr], index: usize) -> Option<f64> {
+    match args.get(index)? {
+        Expr::Integer(v) => Some(*v as f64),
+        Expr::Number(v) => Some(*v),
+        Expr::Duration(v) => Some(*v as f64),
+        _ => None,
+    }
+}
+
+fn compare_values(a: &Cell, b: &Cell) -> std::cmp::Ordering {
+    match (a, b) {
+        (Cell::Integer(x), Cell::Integer(y)) => x.cmp(y),
+        (Cell::Unsigned(x), Cell::Unsigned(y)) => x.cmp(y),
+        (Cell::Boolean(x), Cell::Boolean(y)) => x.cmp(y),
+        (Cell::String(x), Cell::String(y)) => x.cmp(y),
+        _ => as_f64(a)
+            .unwrap_or(f64::NAN)
+            .total_cmp(&as_f64(b).unwrap_or(f64::NAN)),
+    }
+}
+
+fn reduce(
+    call: &Expr,
+    points: &[Point],
+    known_field: bool,
+    series: &[SeriesInfo],
+) -> Result<Reduced> {
+    let Expr::Call { name, args } = call else {
+        return Ok(one(Cell::Null));
+    };
+    if !known_field {
+        return Ok(one(Cell::Null));
+    }
+    let numbers = || {
+        points
+            .iter()
+            .filter_map(|p| as_f64(&p.value))
+            .collect::<Vec<f64>>()
+    };
+    let all_integers =
+        !points.is_empty() && points.iter().all(|p| matches!(p.value, Cell::Integer(_)));
+    Ok(match name.as_str() {
+        "count" => {
+            if let Some(Expr::Call { name: inner, .. }) = args.first() {
+                if inner == "distinct" {
+                    let mut seen: Vec<&Cell> = Vec::new();
+                    for point in points {
+                        if !seen.contains(&&point.value) {
+                            seen.push(&point.value);
+                        }
+                    }
+                    return Ok(one(Cell::Integer(seen.len() as i64)));
+                }
+            }
+            if points.is_empty() {
+                one(Cell::Null)
+            } else {
+                one(Cell::Integer(points.len() as i64))
+            }
+        }
+        "sum" => {
+            if points.is_empty() {
+                one(Cell::Null)
+            } else if all_integers {
+                one(Cell::Integer(
+                    points
+                        .iter()
+                        .map(|p| if let Cell::Integer(v) = p.value { v } else { 0 })
+                        .fold(0i64, i64::wrapping_add),
+                ))
+            } else {
+                one(Cell::Float(numbers().iter().sum()))
+            }
+        }
+        "mean" => {
+            let values = numbers();
+            if values.is_empty() {
+                one(Cell::Null)
+            } else {
+                one(Cell::Float(
+                    values.iter().sum::<f64>() / values.len() as f64,
+                ))
+            }
+        }
+        "median" => {
+            let mut values = numbers();
+            if values.is_empty() {
+                one(Cell::Null)
+            } else {
+                values.sort_by(f64::total_cmp);
+                let middle = values.len() / 2;
+                if values.len() % 2 == 0 {
+                    one(Cell::Float((values[middle - 1] + values[middle]) / 2.0))
+                } else {
+                    one(Cell::Float(values[middle]))
+                }
+            }
+        }
+        "mode" => {
+            if points.is_empty() {
+                one(Cell::Null)
+            } else {
+                let mut sorted: Vec<&Cell> = points.iter().map(|p| &p.value).collect();
+                sorted.sort_by(|a, b| compare_values(a, b));
+                let (mut best, mut best_count, mut index) = (sorted[0], 0, 0);
+                while index < sorted.len() {
+                    let mut end = index;
+                    while end < sorted.len() && sorted[end] == sorted[index] {
+                        end += 1;
+                    }
+                    if end - index > best_count {
+                        best_count = end - index;
+                        best = sorted[index];
+                    }
+                    index = end;
+                }
+                one(best.clone())
+            }
+        }
+        "spread" => {
+            if points.is_empty() {
+                one(Cell::Null)
+            } else if all_integers {
+                let values: Vec<i64> = points
+                    .iter()
+                    .filter_map(|p| {
+                        if let Cell::Integer(v) = p.value {
+                            Some(v)
+                        } else {
+                            None
+                        }
+                    })
+                    .collect();
+                let (min, max) = (
+                    values.iter().min().copied().unwrap_or(0),
+                    values.iter().max().copied().unwrap_or(0),
+                );
+                one(Cell::Integer(max.wrapping_sub(min)))
+            } else {
+                let values = numbers();
+                let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+                let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                one(Cell::Float(max - min))
+            }
+        }
+        "stddev" => {
+            let values = numbers();
+            if values.len() < 2 {
+                one(Cell::Null)
+            } else {
+                let mean = values.iter().sum::<f64>() / values.len() as f64;
+                let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>()
+                    / (values.len() - 1) as f64;
+                one(Cell::Float(variance.sqrt()))
+            }
+        }
+        "first" => points
+            .iter()
+            .min_by_key(|p| p.time)
+            .map(selected)
+            .unwrap_or_else(|| one(Cell::Null)),
+        "last" => points
+            .iter()
+            .rev()
+            .max_by_key(|p| p.time)
+            .map(selected)
+            .unwrap_or_else(|| one(Cell::Null)),
+        "max" => points
+            .iter()
+            .reduce(|best, p| {
+                if compare_values(&p.value, &best.value) == std::cmp::Ordering::Greater {
+                    p
+                } else {
+                    best
+                }
+            })
+            .map(selected)
+            .unwrap_or_else(|| one(Cell::Null)),
+        "min" => points
+            .iter()
+            .reduce(|best, p| {
+                if compare_values(&p.value, &best.value) == std::cmp::Ordering::Less {
+                    p
+                } else {
+                    best
+                }
+            })
+            .map(selected)
+            .unwrap_or_else(|| one(Cell::Null)),
+        "percentile" => {
+            let percentile =
+                number_arg(args, 1).ok_or("expected float argument in percentile()")?;
+            let mut sorted: Vec<&Point> = points.iter().collect();
+            sorted.sort_by(|a, b| compare_values(&a.value, &b.value));
+            let index = (sorted.len() as f64 * percentile / 100.0 + 0.5).floor() as i64 - 1;
+            if index < 0 || index as usize >= sorted.len() {
+                one(Cell::Null)
+            } else {
+                selected(sorted[index as usize])
+            }
+        }
+        "distinct" => {
+            let mut seen: Vec<Cell> = Vec::new();
+            for point in points {
+                if !seen.contains(&point.value) {
+                    seen.push(point.value.clone());
+                }
+            }
+            Reduced::Many(
+                seen.into_iter()
+                    .map(|value| Item {
+                        time: None,
+                        value,
+                        tags: Vec::new(),
+                    })
+                    .collect(),
+            )
+        }
+        "top" | "bottom" => {
+            let limit = number_arg(args, args.len() - 1)
+                .ok_or(format!("expected integer as last argument in {name}()"))?;
+            let limit = limit.max(0.0) as usize;
+            let tag_names: Vec<String> = args[1..args.len() - 1]
+                .iter()
+                .filter_map(|arg| match arg {
+                    Expr::VarRef { name, .. } => Some(name.clone()),
+                    _ => None,
+                })
+                .collect();
+            let tag_of = |point: &Point, tag: &str| -> Cell {
+                series
+                    .get(point.member)
+                    .and_then(|s| s.tags.iter().find(|(k, _)| k == tag))
+                    .map(|(_, v)| Cell::String(v.clone()))
+                    .unwrap_or(Cell::Null)
+            };
+            let better = |a: &Point, b: &Point| -> std::cmp::Ordering {
+                let ordering = compare_values(&b.value, &a.value);
+                let ordering = if name == "bottom" {
+                    ordering.reverse()
+                } else {
+                    ordering
+                };
+                ordering.then(a.time.cmp(&b.time))
+            };
+            let mut candidates: Vec<&Point> = points.iter().collect();
+            candidates.sort_by(|a, b| better(a, b));
+            if !tag_names.is_empty() {
+                let mut seen: Vec<Vec<Cell>> = Vec::new();
+                candidates.retain(|point| {
+                    let key: Vec<Cell> = tag_names.iter().map(|t| tag_of(point, t)).collect();
+                    if seen.contains(&key) {
+                        false
+                    } else {
+                        seen.push(key);
+                        true
+                    }
+                });
+            }
+            candidates.truncate(limit);
+            candidates.sort_by_key(|p| (p.time, p.member));
+            Reduced::Many(
+                candidates
+                    .into_iter()
+                    .map(|point| Item {
+                        time: Some(point.time),
+                        value: point.value.clone(),
+                        tags: tag_names.iter().map(|t| tag_of(point, t)).collect(),
+                    })
+                    .collect(),
+            )
+        }
+        "integral" => {
+            let unit = number_arg(args, 1).unwrap_or(1e9);
+            if points.is_empty() {
+                one(Cell::Null)
+            } else {
+                let mut area = 0.0;
+                for pair in points.windows(2) {
+                    if let (Some(a), Some(b)) = (as_f64(&pair[0].value), as_f64(&pair[1].value)) {
+                        area += (a + b) / 2.0 * (pair[1].time - pair[0].time) as f64 / unit;
+                    }
+                }
+                one(Cell::Float(area))
+            }
+        }
+        "sample" => return Err("sample() is not supported yet".into()),
+        other => return Err(format!("unsupported call: {other}")),
+    })
+}
+
+/// The windows to compute: GROUP BY time windows from the one holding the
+/// lower bound (or the first point) to the one holding the upper bound; or
+/// one window for the whole range.
+fn windows(
+    interval: Option<(i64, i64)>,
+    min: i64,
+    max: i64,
+    points: &BTreeMap<String, Vec<Point>>,
+) -> Result<Vec<(i64, i64)>> {
+    let Some((interval, offset)) = interval else {
+        return Ok(vec![(min, max.saturating_add(1))]);
+    };
+    if interval <= 0 {
+        return Err("invalid duration".into());
+    }
+    let first = if min == MIN_NANO_TIME {
+        match points
+            .values()
+            .filter_map(|list| list.first().map(|p| p.time))
+            .min()
+        {
+            Some(time) => time,
+            None => return Ok(Vec::new()),
+        }
+    } else {
+        min
+    };
+    let align = |t: i64| (t - offset).div_euclid(interval) * interval + offset;
+    let start = align(first);
+    let end = align(max);
+    if (end - start) / interval > MAX_BUCKETS {
+        return Err(format!(
+            "too many buckets in GROUP BY time: more than {MAX_BUCKETS} per series"
+        ));
+    }
+    let mut out = Vec::new();
+    let mut window = start;
+    while window <= end {
+        out.push((window, window + interval));
+        window += interval;
+    }
+    Ok(out)
+}
+
+fn linear_fill(rows: &mut [Vec<Cell>], width: usize) {
+    for column in 1..width {
+        let known: Vec<(usize, f64)> = rows
+            .iter()
+            .enumerate()
+            .filter_map(|(i, row)| as_f64(&row[column]).map(|v| (i, v)))
+            .collect();
+        for pair in known.windows(2) {
+            let ((i0, v0), (i1, v1)) = (pair[0], pair[1]);
+            let (Cell::Time(t0), Cell::Time(t1)) = (rows[i0][0].clone(), rows[i1][0].clone())
+            else {
+                continue;
+            };
+            for row in rows.iter_mut().take(i1).skip(i0 + 1) {
+                if let Cell::Time(t) = row[0] {
+                    let value = v0 + (v1 - v0) * (t - t0) as f64 / (t1 - t0) as f64;
+                    row[column] = Cell::Float(value);
+                }
+            }
+        }
+    }
+}
+
+fn transform(
+    name: &str,
+    args: &[Expr],
+    rows: Vec<Vec<Cell>>,
+    column: usize,
+) -> Result<Vec<Vec<Cell>>> {
+    let unit = number_arg(args, 1).unwrap_or(1e9);
+    let mut out = Vec::new();
+    let mut previous: Option<(i64, Cell)> = None;
+    let mut running: Option<Cell> = None;
+    let mut window: Vec<f64> = Vec::new();
+    for mut row in rows {
+        let Cell::Time(time) = row[0] else { continue };
+        let value = row[column].clone();
+        if matches!(value, Cell::Null) {
+            continue;
+        }
+        match name {
+            "derivative" | "non_negative_derivative" => {
+                if let Some((t0, v0)) = &previous {
+                    if let (Some(a), Some(b)) = (as_f64(v0), as_f64(&value)) {
+                        let elapsed = (time - t0) as f64;
+                        if elapsed > 0.0 {
+                            let rate = (b - a) / (elapsed / unit);
+                            if name == "derivative" || rate >= 0.0 {
+                                row[column] = Cell::Float(rate);
+                                out.push(row);
+                            }
+                        }
+                    }
+                }
+                previous = Some((time, value));
+            }
+            "difference" | "non_negative_difference" => {
+                if let Some((_, v0)) = &previous {
+                    let difference = arithmetic(BinaryOp::Sub, &value, v0);
+                    let negative = as_f64(&difference).is_some_and(|d| d < 0.0);
+                    if name == "difference" || !negative {
+                        row[column] = difference;
+                        out.push(row);
+                    }
+                }
+                previous = Some((time, value));
+            }
+            "cumulative_sum" => {
+                let sum = match &running {
+                    Some(total) => arithmetic(BinaryOp::Add, total, &value),
+                    None => value,
+                };
+                running = Some(sum.clone());
+                row[column] = sum;
+                out.push(row);
+            }
+            "moving_average" => {
+                let size = number_arg(args, 1).unwrap_or(1.0).max(1.0) as usize;
+                if let Some(v) = as_f64(&value) {
+                    window.push(v);
+                    if window.len() > size {
+                        window.remove(0);
+                    }
+                    if window.len() == size {
+                        row[column] = Cell::Float(window.iter().sum::<f64>() / size as f64);
+                        out.push(row);
+                    }
+                }
+            }
+            "elapsed" => {
+                let unit = number_arg(args, 1).unwrap_or(1.0).max(1.0);
+                if let Some((t0, _)) = &previous {
+                    row[column] = Cell::Integer(((time - t0) as f64 / unit) as i64);
+                    out.push(row);
+                }
+                previous = Some((time, value));
+            }
+            _ => out.push(row),
+        }
+    }
+    Ok(out)
+}
