@@ -18,17 +18,7 @@ use serde_json::Value;
 
 /// Cases that do not pass yet (the InfluxQL issue), left out of the default
 /// run and listed in its output. The list only shrinks.
-const KNOWN_FAILING: &[&str] = &[
-    "agg_stddev_single_point",
-    "agg_distinct_int",
-    "agg_count_distinct",
-    "gbt_with_host",
-    "ol_desc_group_by_host",
-    "show_tag_values_limit",
-    "show_series_limit_offset",
-    "ddl_delete_time",
-    "err_distinct_two_args",
-];
+const KNOWN_FAILING: &[&str] = &["ddl_delete_time"];
 
 const REL_TOL: f64 = 1e-9;
 const ABS_TOL: f64 = 1e-12;

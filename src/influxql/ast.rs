@@ -60,11 +60,15 @@ pub enum Statement {
         sources: Vec<Source>,
         keys: TagKeyMatch,
         condition: Option<Expr>,
+        limit: u64,
+        offset: u64,
     },
     ShowSeries {
         database: Option<String>,
         sources: Vec<Source>,
         condition: Option<Expr>,
+        limit: u64,
+        offset: u64,
     },
     DropMeasurement {
         name: String,
@@ -498,6 +502,16 @@ fn write_on(f: &mut Formatter<'_>, database: &Option<String>) -> fmt::Result {
     Ok(())
 }
 
+fn write_limits(f: &mut Formatter<'_>, limit: u64, offset: u64) -> fmt::Result {
+    if limit > 0 {
+        write!(f, " LIMIT {limit}")?;
+    }
+    if offset > 0 {
+        write!(f, " OFFSET {offset}")?;
+    }
+    Ok(())
+}
+
 fn write_from(f: &mut Formatter<'_>, sources: &[Source]) -> fmt::Result {
     if !sources.is_empty() {
         f.write_str(" FROM ")?;
@@ -639,6 +653,8 @@ impl Display for Statement {
                 sources,
                 keys,
                 condition,
+                limit,
+                offset,
             } => {
                 f.write_str("SHOW TAG VALUES")?;
                 write_on(f, database)?;
@@ -669,12 +685,14 @@ impl Display for Statement {
                 if let Some(condition) = condition {
                     write!(f, " WHERE {condition}")?;
                 }
-                Ok(())
+                write_limits(f, *limit, *offset)
             }
             Statement::ShowSeries {
                 database,
                 sources,
                 condition,
+                limit,
+                offset,
             } => {
                 f.write_str("SHOW SERIES")?;
                 write_on(f, database)?;
@@ -682,7 +700,7 @@ impl Display for Statement {
                 if let Some(condition) = condition {
                     write!(f, " WHERE {condition}")?;
                 }
-                Ok(())
+                write_limits(f, *limit, *offset)
             }
             Statement::DropMeasurement { name } => write!(f, "DROP MEASUREMENT {}", Ident(name)),
         }

@@ -270,6 +270,8 @@ pub fn execute_statement(
             sources,
             keys,
             condition,
+            limit,
+            offset,
         } => {
             let db = database(explicit, context)?;
             require_database(storage, db)?;
@@ -297,6 +299,7 @@ pub fn execute_statement(
                         }
                     }
                 }
+                let pairs = paginate(pairs.into_iter().collect(), *limit, *offset);
                 if pairs.is_empty() {
                     continue;
                 }
@@ -316,6 +319,8 @@ pub fn execute_statement(
             database: explicit,
             sources,
             condition,
+            limit,
+            offset,
         } => {
             let db = database(explicit, context)?;
             require_database(storage, db)?;
@@ -330,10 +335,11 @@ pub fn execute_statement(
                     }
                 }
             }
+            keys.sort();
+            let keys = paginate(keys, *limit, *offset);
             if keys.is_empty() {
                 return Ok(empty());
             }
-            keys.sort();
             Ok(with_series(vec![ResultSeries {
                 columns: vec!["key".into()],
                 values: keys

@@ -385,8 +385,8 @@ impl<'a> Parser<'a> {
                         return Err(self.unexpected(&token, "=, !=, =~, !~, IN"));
                     };
                     let condition = if self.accept_keyword("WHERE") { Some(self.expr()?) } else { None };
-                    self.limit_offset()?;
-                    return Ok(Statement::ShowTagValues { database, sources, keys, condition });
+                    let (limit, offset) = self.limit_offset()?;
+                    return Ok(Statement::ShowTagValues { database, sources, keys, condition, limit, offset });
                 }
                 Err(self.unexpected(&token, "KEYS, VALUES"))
             }
@@ -394,8 +394,8 @@ impl<'a> Parser<'a> {
                 let database = self.on_database()?;
                 let sources = self.optional_from()?;
                 let condition = if self.accept_keyword("WHERE") { Some(self.expr()?) } else { None };
-                self.limit_offset()?;
-                Ok(Statement::ShowSeries { database, sources, condition })
+                let (limit, offset) = self.limit_offset()?;
+                Ok(Statement::ShowSeries { database, sources, condition, limit, offset })
             }
             _ => Err(self.unexpected(
                 &token,
@@ -802,7 +802,21 @@ impl<'a> Parser<'a> {
                 })
             }
             Kind::Ident if token.text.eq_ignore_ascii_case("distinct") => {
-                // `DISTINCT x` is `distinct(x)`
+                // `distinct(x)` is a call like any other; `DISTINCT x` is `distinct(x)`.
+                if self.accept_punct("(") {
+                    let mut args = Vec::new();
+                    if !self.accept_punct(")") {
+                        args.push(self.expr()?);
+                        while self.accept_punct(",") {
+                            args.push(self.expr()?);
+                        }
+                        self.expect_punct(")")?;
+                    }
+                    return Ok(Expr::Call {
+                        name: "distinct".into(),
+                        args,
+                    });
+                }
                 let arg = self.expr()?;
                 Ok(Expr::Call {
                     name: "distinct".into(),

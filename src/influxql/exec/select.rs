@@ -757,6 +757,9 @@ impl MeasurementQuery<'_> {
                 partial: false,
             });
         }
+        if self.select.descending {
+            out.reverse();
+        }
         let soffset = usize::try_from(self.select.soffset).unwrap_or(usize::MAX);
         let slimit = usize::try_from(self.select.slimit).unwrap_or(usize::MAX);
         out.into_iter()
@@ -930,8 +933,10 @@ impl MeasurementQuery<'_> {
             }
             let windows = windows(interval, self.plan.min_time, max_time, &points)?;
             let mut rows: Vec<Row> = Vec::new();
+            let mut group_has_points = false;
             for (window_start, window_end) in &windows {
                 let mut results: Vec<Reduced> = Vec::with_capacity(calls.len());
+                let mut window_has_points = false;
                 for call in &calls {
                     let field = call_field(call).unwrap_or_default();
                     let in_window: &[Point] = points
@@ -943,6 +948,7 @@ impl MeasurementQuery<'_> {
                         })
                         .unwrap_or(&[]);
                     let known = schema.fields.contains_key(&field);
+                    window_has_points |= known && !in_window.is_empty();
                     results.push(reduce(call, in_window, known, &group.series)?);
                 }
                 let stamp = match interval {
@@ -955,16 +961,22 @@ impl MeasurementQuery<'_> {
                         }
                     }
                 };
+                group_has_points |= window_has_points;
                 rows.extend(self.rows_of_window(
                     &columns,
                     &calls,
                     results,
+                    !window_has_points,
                     stamp,
                     single_selector && interval.is_none(),
                     &raw_fields,
                     &rows_by_series,
                     &group.series,
                 ));
+            }
+            if !group_has_points {
+                // A group without a single point in range is no series.
+                continue;
             }
             let rows = self.fill_and_transform(&columns, &calls, rows, interval.is_some())?;
             groups.push((group.tag_values, column_names.clone(), rows));
@@ -978,6 +990,7 @@ impl MeasurementQuery<'_> {
         columns: &[OutColumn],
         calls: &[Expr],
         results: Vec<Reduced>,
+        empty: bool,
         stamp: i64,
         selector_time: bool,
         raw_fields: &[String],
@@ -1008,9 +1021,6 @@ impl MeasurementQuery<'_> {
                 Reduced::Many(_) => (Cell::Null, None, None),
             })
             .collect();
-        let empty = singles
-            .iter()
-            .all(|(value, _, _)| matches!(value, Cell::Null));
         let time = if selector_time {
             singles.first().and_then(|s| s.1).unwrap_or(stamp)
         } else {
@@ -1118,15 +1128,8 @@ impl MeasurementQuery<'_> {
                     Fill::Linear => {}
                 }
             } else if !by_time && empty {
-                // Without GROUP BY time an aggregate over nothing is no row,
-                // unless it is a count of a field that exists.
-                let keep = count_columns
-                    .iter()
-                    .enumerate()
-                    .any(|(i, is_count)| *is_count && !matches!(row[i + 1], Cell::Null));
-                if !keep {
-                    continue;
-                }
+                // Without GROUP BY time an aggregate over no point is no row.
+                continue;
             }
             out.push(row);
         }
