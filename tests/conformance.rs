@@ -18,7 +18,7 @@ use serde_json::Value;
 
 /// Cases that do not pass yet (the InfluxQL issue), left out of the default
 /// run and listed in its output. The list only shrinks.
-const KNOWN_FAILING: &[&str] = &["ddl_delete_time"];
+const KNOWN_FAILING: &[&str] = &[];
 
 const REL_TOL: f64 = 1e-9;
 const ABS_TOL: f64 = 1e-12;

@@ -73,6 +73,16 @@ pub enum Statement {
     DropMeasurement {
         name: String,
     },
+    /// `DELETE [FROM m] [WHERE …]`: points, by tags and time.
+    Delete {
+        source: Option<MeasurementMatch>,
+        condition: Option<Expr>,
+    },
+    /// `DROP SERIES [FROM …] [WHERE …]`: whole series, by tags.
+    DropSeries {
+        sources: Vec<Source>,
+        condition: Option<Expr>,
+    },
 }
 
 impl Statement {
@@ -86,6 +96,8 @@ impl Statement {
                 | Statement::AlterRetentionPolicy { .. }
                 | Statement::DropRetentionPolicy { .. }
                 | Statement::DropMeasurement { .. }
+                | Statement::Delete { .. }
+                | Statement::DropSeries { .. }
         )
     }
 }
@@ -703,6 +715,24 @@ impl Display for Statement {
                 write_limits(f, *limit, *offset)
             }
             Statement::DropMeasurement { name } => write!(f, "DROP MEASUREMENT {}", Ident(name)),
+            Statement::Delete { source, condition } => {
+                f.write_str("DELETE")?;
+                if let Some(source) = source {
+                    write!(f, " FROM {source}")?;
+                }
+                if let Some(condition) = condition {
+                    write!(f, " WHERE {condition}")?;
+                }
+                Ok(())
+            }
+            Statement::DropSeries { sources, condition } => {
+                f.write_str("DROP SERIES")?;
+                write_from(f, sources)?;
+                if let Some(condition) = condition {
+                    write!(f, " WHERE {condition}")?;
+                }
+                Ok(())
+            }
         }
     }
 }

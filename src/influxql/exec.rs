@@ -349,6 +349,20 @@ pub fn execute_statement(
                 ..Default::default()
             }]))
         }
+        Statement::Delete { source, condition } => {
+            let sources: Vec<Source> = source
+                .iter()
+                .map(|name| Source::Measurement {
+                    database: None,
+                    rp: None,
+                    name: name.clone(),
+                })
+                .collect();
+            delete(storage, context, &sources, condition.as_ref(), true)
+        }
+        Statement::DropSeries { sources, condition } => {
+            delete(storage, context, sources, condition.as_ref(), false)
+        }
         Statement::DropMeasurement { name } => {
             let db = database(&None, context)?;
             require_database(storage, db)?;
@@ -356,6 +370,60 @@ pub fn execute_statement(
             Ok(empty())
         }
     }
+}
+
+/// DELETE (points in a time range) and DROP SERIES (whole series), by tags.
+fn delete(
+    storage: &Storage,
+    context: &QueryContext,
+    sources: &[Source],
+    condition: Option<&Expr>,
+    time_allowed: bool,
+) -> Result<StatementResult> {
+    let db = database(&None, context)?;
+    require_database(storage, db)?;
+    let plan = plan_condition(condition, context.now)?;
+    let has_time = condition.is_some_and(mentions_time);
+    if has_time && !time_allowed {
+        return Err("DROP SERIES doesn't support time in WHERE clause".into());
+    }
+    if plan.nothing {
+        return Err("OR with time conditions is not supported in DELETE".into());
+    }
+    if let Some(residual) = &plan.residual {
+        let mut refs = Vec::new();
+        var_refs(residual, &mut refs);
+        for measurement in measurements_of(storage, db, sources)? {
+            let fields = storage
+                .field_types(db, &measurement)
+                .map_err(storage_error)?;
+            if refs
+                .iter()
+                .any(|(name, _)| fields.iter().any(|(field, _)| field == name))
+            {
+                return Err("fields not supported in WHERE clause during deletion".into());
+            }
+        }
+    }
+    for measurement in measurements_of(storage, db, sources)? {
+        let ids: Vec<u64> = storage
+            .series(db, &measurement)
+            .map_err(storage_error)?
+            .into_iter()
+            .filter(|series| {
+                plan.residual
+                    .as_ref()
+                    .is_none_or(|residual| tag_filter(residual, &series.tags))
+            })
+            .map(|series| series.id)
+            .collect();
+        if !ids.is_empty() {
+            storage
+                .delete_points(db, &ids, plan.min_time, plan.max_time)
+                .map_err(storage_error)?;
+        }
+    }
+    Ok(empty())
 }
 
 fn paginate<T>(items: Vec<T>, limit: u64, offset: u64) -> Vec<T> {

@@ -161,6 +161,26 @@ impl<'a> Parser<'a> {
             "DROP" => self.drop_statement(),
             "SHOW" => self.show(),
             "ALTER" => self.alter(),
+            "DELETE" => {
+                let source = if self.accept_keyword("FROM") {
+                    Some(match self.lexer.regex(self.pos) {
+                        Some(_) => MeasurementMatch::Regex(self.regex()?),
+                        None => MeasurementMatch::Name(self.ident()?),
+                    })
+                } else {
+                    None
+                };
+                let condition = if self.accept_keyword("WHERE") {
+                    Some(self.expr()?)
+                } else {
+                    None
+                };
+                if source.is_none() && condition.is_none() {
+                    let token = self.peek();
+                    return Err(self.unexpected(&token, "FROM, WHERE"));
+                }
+                Ok(Statement::Delete { source, condition })
+            }
             _ => Err(self.unexpected(
                 &token,
                 "SELECT, DELETE, SHOW, CREATE, DROP, EXPLAIN, GRANT, REVOKE, ALTER, SET, KILL",
@@ -294,6 +314,19 @@ impl<'a> Parser<'a> {
             return Ok(Statement::DropMeasurement {
                 name: self.ident()?,
             });
+        }
+        if Self::is_keyword(&token, "SERIES") {
+            let sources = self.optional_from()?;
+            let condition = if self.accept_keyword("WHERE") {
+                Some(self.expr()?)
+            } else {
+                None
+            };
+            if sources.is_empty() && condition.is_none() {
+                let token = self.peek();
+                return Err(self.unexpected(&token, "FROM, WHERE"));
+            }
+            return Ok(Statement::DropSeries { sources, condition });
         }
         Err(self.unexpected(
             &token,

@@ -158,6 +158,36 @@ impl SeriesIndex {
         self.next_id = self.next_id.max(id + 1);
     }
 
+    /// Remove one series; returns its token.
+    fn remove_series(&mut self, id: u64) -> Option<u64> {
+        let entry = self.series.remove(&id)?;
+        self.by_key.remove(&entry.info.key);
+        let measurement = &entry.info.measurement;
+        if let Some(keys) = self.postings.get_mut(measurement) {
+            for (key, value) in &entry.info.tags {
+                if let Some(values) = keys.get_mut(key) {
+                    if let Some(ids) = values.get_mut(value) {
+                        ids.remove(&id);
+                        if ids.is_empty() {
+                            values.remove(value);
+                        }
+                    }
+                    if values.is_empty() {
+                        keys.remove(key);
+                    }
+                }
+            }
+        }
+        if let Some(ids) = self.by_measurement.get_mut(measurement) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.by_measurement.remove(measurement);
+                self.postings.remove(measurement);
+            }
+        }
+        Some(entry.token)
+    }
+
     fn remove_measurement(&mut self, measurement: &str) -> Vec<(u64, u64)> {
         let ids = self.by_measurement.remove(measurement).unwrap_or_default();
         self.postings.remove(measurement);
@@ -996,6 +1026,84 @@ impl Engine {
             let changed = database.measurements.remove(measurement).is_some();
             Ok(((), changed))
         })?;
+        self.db.persist(PersistMode::SyncAll).map_err(engine_error)
+    }
+
+    /// Delete the points of `series_ids` with `min <= time <= max` (every
+    /// retention policy); a series left without points leaves the index.
+    pub fn delete_points(
+        &self,
+        db: &str,
+        series_ids: &[u64],
+        min: i64,
+        max: i64,
+    ) -> Result<(), StorageError> {
+        self.flush()?;
+        let _flush = self.flush_lock.lock();
+        let (db_id, index) = self.index(db)?;
+        let targets: Vec<(u64, u64)> = {
+            let index = index.read();
+            series_ids
+                .iter()
+                .filter_map(|id| index.series.get(id).map(|entry| (*id, entry.token)))
+                .collect()
+        };
+        let shards: Vec<Keyspace> = self
+            .shards
+            .read()
+            .iter()
+            .filter(|(shard, _)| shard.db == db_id)
+            .map(|(_, keyspace)| keyspace.clone())
+            .collect();
+        let mut batch = self.db.batch();
+        let mut emptied = Vec::new();
+        for (id, token) in targets {
+            let mut prefix = [0u8; 16];
+            prefix[..8].copy_from_slice(&token.to_be_bytes());
+            prefix[8..].copy_from_slice(&id.to_be_bytes());
+            let mut remaining = false;
+            for keyspace in &shards {
+                for item in keyspace.prefix(prefix) {
+                    let (key, value) = item.into_inner().map_err(engine_error)?;
+                    let (first, last) = block::block_span(&value)?;
+                    if last < min || first > max {
+                        remaining = true;
+                        continue;
+                    }
+                    let column = block::decode(&value)?;
+                    let keep: Vec<usize> = (0..column.len())
+                        .filter(|&i| column.times[i] < min || column.times[i] > max)
+                        .collect();
+                    if keep.is_empty() {
+                        batch.remove(keyspace, key);
+                        continue;
+                    }
+                    let mut kept = Column::new(column.field_type());
+                    for i in keep {
+                        kept.times.push(column.times[i]);
+                        kept.versions.push(column.versions[i]);
+                        if let Some(value) = column.values.get(i) {
+                            kept.values.push(&value);
+                        }
+                    }
+                    batch.insert(keyspace, key, kept.encode()?);
+                    remaining = true;
+                }
+            }
+            if !remaining {
+                emptied.push(id);
+            }
+        }
+        for id in &emptied {
+            batch.remove(&self.series_ks, series_record_key(db_id, *id));
+        }
+        batch.commit().map_err(engine_error)?;
+        if !emptied.is_empty() {
+            let mut index = index.write();
+            for id in emptied {
+                index.remove_series(id);
+            }
+        }
         self.db.persist(PersistMode::SyncAll).map_err(engine_error)
     }
 

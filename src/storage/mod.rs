@@ -334,6 +334,18 @@ impl Storage {
     pub fn drop_measurement(&self, db: &str, measurement: &str) -> Result<(), StorageError> {
         self.engine.drop_measurement(db, measurement)
     }
+    /// Delete the points of some series with `min_time <= time <= max_time`,
+    /// in every retention policy; a series left without points is dropped.
+    pub fn delete_points(
+        &self,
+        db: &str,
+        series_ids: &[u64],
+        min_time: i64,
+        max_time: i64,
+    ) -> Result<(), StorageError> {
+        self.engine
+            .delete_points(db, series_ids, min_time, max_time)
+    }
 
     // ---- data reads
 
