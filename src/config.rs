@@ -30,6 +30,7 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub handoff: HandoffConfig,
     pub anti_entropy: AntiEntropyConfig,
+    pub query: QueryConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -107,6 +108,19 @@ pub struct AntiEntropyConfig {
     /// Default: 10m.
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
+}
+
+/// Limits that fail a query with a clear error instead of exhausting memory.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// Most series one SELECT may read; 0 is no limit. Default: 0.
+    pub max_select_series: u64,
+    /// Most points one SELECT may read; 0 is no limit. Default: 0.
+    pub max_select_point: u64,
+    /// Longest a query may run; "0s" is no limit. Default: "0s".
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

@@ -73,6 +73,7 @@ pub fn run(config: Config) -> Result<(), NodeError> {
     let state = Arc::new(ApiState {
         storage: storage.clone(),
         max_body_size,
+        query: config.query.clone(),
     });
     let bind = config.http.bind;
     tracing::info!(node_id = %node_id, http = %bind, data_dir = %config.node.data_dir.display(), "starting node");

@@ -36,6 +36,8 @@ pub struct ApiState {
     pub storage: Storage,
     /// Largest request body after decompression.
     pub max_body_size: usize,
+    /// `[query]` limits.
+    pub query: crate::config::QueryConfig,
 }
 
 /// Register the API's routes and middleware on an actix-web app.

@@ -11,7 +11,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use super::body::read_body;
 use super::params::Params;
 use super::{ApiError, ApiState};
-use crate::influxql::{self, Epoch, Message, QueryContext};
+use crate::influxql::{self, Epoch, Message, QueryContext, QueryLimits};
 
 /// InfluxDB's default `chunk_size`.
 const DEFAULT_CHUNK_SIZE: usize = 10_000;
@@ -42,6 +42,12 @@ pub async fn query(
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as i64)
             .unwrap_or(0),
+        limits: QueryLimits {
+            max_series: state.query.max_select_series,
+            max_points: state.query.max_select_point,
+            deadline: (!state.query.timeout.is_zero())
+                .then(|| std::time::Instant::now() + state.query.timeout),
+        },
     };
     let epoch = Epoch::from_param(params.get("epoch"));
     let pretty = params.flag("pretty");

@@ -73,6 +73,16 @@ pub enum Statement {
     DropMeasurement {
         name: String,
     },
+    ShowSeriesCardinality {
+        database: Option<String>,
+        exact: bool,
+        sources: Vec<Source>,
+        condition: Option<Expr>,
+    },
+    ShowMeasurementCardinality {
+        database: Option<String>,
+        exact: bool,
+    },
     /// `DELETE [FROM m] [WHERE …]`: points, by tags and time.
     Delete {
         source: Option<MeasurementMatch>,
@@ -724,6 +734,32 @@ impl Display for Statement {
                     write!(f, " WHERE {condition}")?;
                 }
                 Ok(())
+            }
+            Statement::ShowSeriesCardinality {
+                database,
+                exact,
+                sources,
+                condition,
+            } => {
+                f.write_str(if *exact {
+                    "SHOW SERIES EXACT CARDINALITY"
+                } else {
+                    "SHOW SERIES CARDINALITY"
+                })?;
+                write_on(f, database)?;
+                write_from(f, sources)?;
+                if let Some(condition) = condition {
+                    write!(f, " WHERE {condition}")?;
+                }
+                Ok(())
+            }
+            Statement::ShowMeasurementCardinality { database, exact } => {
+                f.write_str(if *exact {
+                    "SHOW MEASUREMENT EXACT CARDINALITY"
+                } else {
+                    "SHOW MEASUREMENT CARDINALITY"
+                })?;
+                write_on(f, database)
             }
             Statement::DropSeries { sources, condition } => {
                 f.write_str("DROP SERIES")?;

@@ -360,6 +360,70 @@ pub fn execute_statement(
                 .collect();
             delete(storage, context, &sources, condition.as_ref(), true)
         }
+        Statement::ShowSeriesCardinality {
+            database: explicit,
+            exact,
+            sources,
+            condition,
+        } => {
+            let db = database(explicit, context)?;
+            require_database(storage, db)?;
+            let mut per_measurement = Vec::new();
+            for measurement in measurements_of(storage, db, sources)? {
+                let count = storage
+                    .series(db, &measurement)
+                    .map_err(storage_error)?
+                    .iter()
+                    .filter(|series| {
+                        condition
+                            .as_ref()
+                            .is_none_or(|c| tag_filter(c, &series.tags))
+                    })
+                    .count();
+                if count > 0 {
+                    per_measurement.push((measurement, count as i64));
+                }
+            }
+            // The series index is exact, so the "estimation" is exact too.
+            if *exact || !sources.is_empty() || condition.is_some() {
+                Ok(with_series(
+                    per_measurement
+                        .into_iter()
+                        .map(|(name, count)| ResultSeries {
+                            name: Some(name),
+                            columns: vec!["count".into()],
+                            values: vec![vec![Cell::Integer(count)]],
+                            ..Default::default()
+                        })
+                        .collect(),
+                ))
+            } else {
+                let total: i64 = per_measurement.iter().map(|(_, count)| count).sum();
+                Ok(with_series(vec![ResultSeries {
+                    columns: vec!["cardinality estimation".into()],
+                    values: vec![vec![Cell::Integer(total)]],
+                    ..Default::default()
+                }]))
+            }
+        }
+        Statement::ShowMeasurementCardinality {
+            database: explicit,
+            exact,
+        } => {
+            let db = database(explicit, context)?;
+            require_database(storage, db)?;
+            let count = storage.measurements(db).map_err(storage_error)?.len() as i64;
+            let column = if *exact {
+                "count"
+            } else {
+                "cardinality estimation"
+            };
+            Ok(with_series(vec![ResultSeries {
+                columns: vec![column.into()],
+                values: vec![vec![Cell::Integer(count)]],
+                ..Default::default()
+            }]))
+        }
         Statement::DropSeries { sources, condition } => {
             delete(storage, context, sources, condition.as_ref(), false)
         }

@@ -62,6 +62,14 @@ pub fn parse(text: &str) -> Result<Query, ParseError> {
     Ok(Query { statements })
 }
 
+/// Limits of one query (`[query]` in the configuration); 0 / `None` is none.
+#[derive(Debug, Clone, Default)]
+pub struct QueryLimits {
+    pub max_series: u64,
+    pub max_points: u64,
+    pub deadline: Option<std::time::Instant>,
+}
+
 /// What a query runs with.
 #[derive(Debug, Clone)]
 pub struct QueryContext {
@@ -71,6 +79,7 @@ pub struct QueryContext {
     pub retention_policy: Option<String>,
     /// The query's `now()`, nanoseconds.
     pub now: i64,
+    pub limits: QueryLimits,
 }
 
 /// A cell of a result row. Times stay integers until encoding (`epoch=`).

@@ -423,6 +423,20 @@ impl<'a> Parser<'a> {
                 }
                 Err(self.unexpected(&token, "KEYS, VALUES"))
             }
+            "SERIES" if self.peek_keyword("EXACT") || self.peek_keyword("CARDINALITY") => {
+                let exact = self.accept_keyword("EXACT");
+                self.expect_keyword("CARDINALITY")?;
+                let database = self.on_database()?;
+                let sources = self.optional_from()?;
+                let condition = if self.accept_keyword("WHERE") { Some(self.expr()?) } else { None };
+                Ok(Statement::ShowSeriesCardinality { database, exact, sources, condition })
+            }
+            "MEASUREMENT" => {
+                let exact = self.accept_keyword("EXACT");
+                self.expect_keyword("CARDINALITY")?;
+                let database = self.on_database()?;
+                Ok(Statement::ShowMeasurementCardinality { database, exact })
+            }
             "SERIES" => {
                 let database = self.on_database()?;
                 let sources = self.optional_from()?;

@@ -149,6 +149,7 @@ fn select_reads_back_what_was_written() {
         database: Some("db".into()),
         retention_policy: None,
         now: 0,
+        limits: QueryLimits::default(),
     };
     let run = |q: &str| {
         let query = parse(q).expect("parse");
@@ -224,4 +225,72 @@ fn go_number_and_time_formats() {
         encode::format_time(1_704_067_200_000_000_000),
         "2024-01-01T00:00:00Z"
     );
+}
+
+#[test]
+fn limits_cardinality_and_delete() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = Storage::open(StorageOptions::for_test(dir.path().to_path_buf())).expect("open");
+    storage.create_database("db", None).expect("create");
+    let body = "cpu,host=a v=1 10\ncpu,host=b v=2 20\ncpu,host=c v=3 30\nmem,host=a u=1i 10";
+    let batch = lineproto::parse(body.as_bytes(), Precision::Nanosecond, 0);
+    storage.write("db", None, &batch.points).expect("write");
+    let run = |q: &str, limits: QueryLimits| {
+        let context = QueryContext {
+            database: Some("db".into()),
+            retention_policy: None,
+            now: 0,
+            limits,
+        };
+        let query = parse(q).expect("parse");
+        String::from_utf8(encode_json(
+            &execute(&query, &context, &storage),
+            Epoch::Units(1),
+            false,
+        ))
+        .expect("utf8")
+    };
+    let series_limit = QueryLimits {
+        max_series: 2,
+        ..Default::default()
+    };
+    assert!(run("SELECT v FROM cpu", series_limit.clone())
+        .contains("max-select-series limit exceeded: (3/2)"));
+    assert!(run("SELECT v FROM cpu WHERE host = 'a'", series_limit).contains("[10,1]"));
+    let point_limit = QueryLimits {
+        max_points: 2,
+        ..Default::default()
+    };
+    assert!(
+        run("SELECT count(v) FROM cpu", point_limit).contains("max-select-point limit exceeded")
+    );
+    let past = QueryLimits {
+        deadline: Some(std::time::Instant::now()),
+        ..Default::default()
+    };
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    assert!(run("SELECT v FROM cpu", past).contains("query-timeout limit exceeded"));
+    assert!(run("SHOW SERIES CARDINALITY", QueryLimits::default())
+        .contains("\"cardinality estimation\"],\"values\":[[4]]"));
+    assert!(run(
+        "SHOW SERIES EXACT CARDINALITY FROM cpu",
+        QueryLimits::default()
+    )
+    .contains("\"name\":\"cpu\",\"columns\":[\"count\"],\"values\":[[3]]"));
+    assert!(run("SHOW MEASUREMENT EXACT CARDINALITY", QueryLimits::default()).contains("[[2]]"));
+    assert_eq!(
+        run(
+            "DELETE FROM cpu WHERE host = 'a' OR host = 'b'",
+            QueryLimits::default()
+        ),
+        "{\"results\":[{\"statement_id\":0}]}\n"
+    );
+    assert!(
+        run("SHOW SERIES", QueryLimits::default()).contains("[[\"cpu,host=c\"],[\"mem,host=a\"]]")
+    );
+    assert_eq!(
+        run("DROP SERIES FROM mem", QueryLimits::default()),
+        "{\"results\":[{\"statement_id\":0}]}\n"
+    );
+    assert!(run("SHOW MEASUREMENTS", QueryLimits::default()).contains("[[\"cpu\"]]"));
 }

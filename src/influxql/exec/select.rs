@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
+use crate::influxql::QueryLimits;
 
 /// Aggregates and selectors: they reduce the points of a window.
 const AGGREGATES: &[&str] = &[
@@ -432,6 +433,7 @@ pub(super) fn execute_select(
         check_known_calls(&field.expr)?;
     }
     let plan = plan_condition(select.condition.as_ref(), context.now)?;
+    let counters = Counters::default();
     let mut out = Vec::new();
     for source in &select.sources {
         let Source::Measurement {
@@ -485,6 +487,8 @@ pub(super) fn execute_select(
                 rp: &rp,
                 measurement: &measurement,
                 now: context.now,
+                limits: &context.limits,
+                counters: &counters,
             };
             let series = if aggregate {
                 query.aggregate()?
@@ -592,6 +596,15 @@ struct MeasurementQuery<'a> {
     rp: &'a str,
     measurement: &'a str,
     now: i64,
+    limits: &'a QueryLimits,
+    counters: &'a Counters,
+}
+
+/// What a statement has read so far, against its limits.
+#[derive(Default)]
+struct Counters {
+    series: std::cell::Cell<u64>,
+    points: std::cell::Cell<u64>,
 }
 
 /// The series of one output group.
@@ -645,6 +658,14 @@ impl MeasurementQuery<'_> {
         if let (Some(residual), false) = (&self.plan.residual, row_filter) {
             series.retain(|s| tag_filter(residual, &s.tags));
         }
+        let total = self.counters.series.get() + series.len() as u64;
+        self.counters.series.set(total);
+        if self.limits.max_series > 0 && total > self.limits.max_series {
+            return Err(format!(
+                "max-select-series limit exceeded: ({total}/{})",
+                self.limits.max_series
+            ));
+        }
         let mut groups: BTreeMap<Vec<String>, Vec<SeriesInfo>> = BTreeMap::new();
         for s in series {
             let key: Vec<String> = group_tags
@@ -693,7 +714,14 @@ impl MeasurementQuery<'_> {
     ) -> Result<BTreeMap<i64, BTreeMap<String, Value>>> {
         let mut rows: BTreeMap<i64, BTreeMap<String, Value>> = BTreeMap::new();
         for field in fields {
-            for (time, value) in self
+            if self
+                .limits
+                .deadline
+                .is_some_and(|deadline| std::time::Instant::now() > deadline)
+            {
+                return Err("query-timeout limit exceeded".into());
+            }
+            let values = self
                 .storage
                 .read_field(
                     self.db,
@@ -703,8 +731,16 @@ impl MeasurementQuery<'_> {
                     self.plan.min_time,
                     self.plan.max_time,
                 )
-                .map_err(storage_error)?
-            {
+                .map_err(storage_error)?;
+            let total = self.counters.points.get() + values.len() as u64;
+            self.counters.points.set(total);
+            if self.limits.max_points > 0 && total > self.limits.max_points {
+                return Err(format!(
+                    "max-select-point limit exceeded: ({total}/{})",
+                    self.limits.max_points
+                ));
+            }
+            for (time, value) in values {
                 rows.entry(time).or_default().insert(field.clone(), value);
             }
         }
