@@ -944,51 +944,87 @@ impl MeasurementQuery<'_> {
             && columns.len() == 1
             && matches!(&calls[0], Expr::Call { name, .. } if SELECTORS.contains(&name.as_str()))
             || (calls.len() == 1 && !raw_fields.is_empty());
+        // Decomposable aggregates stream: each point updates a partial state
+        // per window, and no point is kept (these states are also what a
+        // replica will send for a coordinator to merge).
+        let streaming = raw_fields.is_empty() && !row_filter && calls.iter().all(is_decomposable);
         let mut groups = Vec::new();
         for group in self.groups(&group_tags, row_filter)? {
-            // Points per field, merged over the group's series, by time.
-            let mut points: BTreeMap<String, Vec<Point>> = BTreeMap::new();
             let mut rows_by_series: Vec<BTreeMap<i64, BTreeMap<String, Value>>> = Vec::new();
-            for (member, series) in group.series.iter().enumerate() {
-                let rows = self.read_rows(series, &read_fields, &schema, row_filter)?;
-                for (time, values) in &rows {
-                    for (field, value) in values {
-                        if needed.contains(field) {
-                            points.entry(field.clone()).or_default().push(Point {
-                                time: *time,
-                                value: cell_of(value),
-                                member,
-                            });
+            // (window start, window end, results, whether the window saw a point)
+            let mut computed: Vec<(i64, Vec<Reduced>, bool)> = Vec::new();
+            if streaming {
+                let partials = self.stream_partials(&group, &calls, interval, &schema)?;
+                let first = partials.keys().next().copied();
+                for (window_start, _) in windows(interval, self.plan.min_time, max_time, first)? {
+                    let states = partials.get(&window_start);
+                    let mut results = Vec::with_capacity(calls.len());
+                    let mut has_points = false;
+                    for (index, call) in calls.iter().enumerate() {
+                        let known =
+                            call_field(call).is_some_and(|f| schema.fields.contains_key(&f));
+                        match states.and_then(|states| states.get(index)) {
+                            Some(state) if known && state.count > 0 => {
+                                has_points = true;
+                                results.push(state.finish(call));
+                            }
+                            _ => results.push(one(Cell::Null)),
                         }
                     }
+                    computed.push((window_start, results, has_points));
                 }
-                rows_by_series.push(rows);
+            } else {
+                // Points per field, merged over the group's series, by time.
+                let mut points: BTreeMap<String, Vec<Point>> = BTreeMap::new();
+                for (member, series) in group.series.iter().enumerate() {
+                    let rows = self.read_rows(series, &read_fields, &schema, row_filter)?;
+                    for (time, values) in &rows {
+                        for (field, value) in values {
+                            if needed.contains(field) {
+                                points.entry(field.clone()).or_default().push(Point {
+                                    time: *time,
+                                    value: cell_of(value),
+                                    member,
+                                });
+                            }
+                        }
+                    }
+                    rows_by_series.push(rows);
+                }
+                for list in points.values_mut() {
+                    list.sort_by_key(|p| (p.time, p.member));
+                }
+                let first = points
+                    .values()
+                    .filter_map(|list| list.first().map(|p| p.time))
+                    .min();
+                for (window_start, window_end) in
+                    windows(interval, self.plan.min_time, max_time, first)?
+                {
+                    let mut results: Vec<Reduced> = Vec::with_capacity(calls.len());
+                    let mut has_points = false;
+                    for call in &calls {
+                        let field = call_field(call).unwrap_or_default();
+                        let in_window: &[Point] = points
+                            .get(&field)
+                            .map(|list| {
+                                let from = list.partition_point(|p| p.time < window_start);
+                                let to = list.partition_point(|p| p.time < window_end);
+                                &list[from..to]
+                            })
+                            .unwrap_or(&[]);
+                        let known = schema.fields.contains_key(&field);
+                        has_points |= known && !in_window.is_empty();
+                        results.push(reduce(call, in_window, known, &group.series)?);
+                    }
+                    computed.push((window_start, results, has_points));
+                }
             }
-            for list in points.values_mut() {
-                list.sort_by_key(|p| (p.time, p.member));
-            }
-            let windows = windows(interval, self.plan.min_time, max_time, &points)?;
             let mut rows: Vec<Row> = Vec::new();
             let mut group_has_points = false;
-            for (window_start, window_end) in &windows {
-                let mut results: Vec<Reduced> = Vec::with_capacity(calls.len());
-                let mut window_has_points = false;
-                for call in &calls {
-                    let field = call_field(call).unwrap_or_default();
-                    let in_window: &[Point] = points
-                        .get(&field)
-                        .map(|list| {
-                            let from = list.partition_point(|p| p.time < *window_start);
-                            let to = list.partition_point(|p| p.time < *window_end);
-                            &list[from..to]
-                        })
-                        .unwrap_or(&[]);
-                    let known = schema.fields.contains_key(&field);
-                    window_has_points |= known && !in_window.is_empty();
-                    results.push(reduce(call, in_window, known, &group.series)?);
-                }
+            for (window_start, results, has_points) in computed {
                 let stamp = match interval {
-                    Some(_) => *window_start,
+                    Some(_) => window_start,
                     None => {
                         if self.plan.min_time == MIN_NANO_TIME {
                             0
@@ -997,12 +1033,12 @@ impl MeasurementQuery<'_> {
                         }
                     }
                 };
-                group_has_points |= window_has_points;
+                group_has_points |= has_points;
                 rows.extend(self.rows_of_window(
                     &columns,
                     &calls,
                     results,
-                    !window_has_points,
+                    !has_points,
                     stamp,
                     single_selector && interval.is_none(),
                     &raw_fields,
@@ -1018,6 +1054,89 @@ impl MeasurementQuery<'_> {
             groups.push((group.tag_values, column_names.clone(), rows));
         }
         Ok(self.finish(&group_tags, groups))
+    }
+
+    /// Read a group's points and fold them into a partial state per window
+    /// and call, keyed by window start.
+    fn stream_partials(
+        &self,
+        group: &Group,
+        calls: &[Expr],
+        interval: Option<(i64, i64)>,
+        schema: &Schema,
+    ) -> Result<BTreeMap<i64, Vec<Partial>>> {
+        let mut by_field: Vec<(String, Vec<usize>)> = Vec::new();
+        for (index, call) in calls.iter().enumerate() {
+            let Some(field) = call_field(call) else {
+                continue;
+            };
+            if !schema.fields.contains_key(&field) {
+                continue;
+            }
+            match by_field.iter_mut().find(|(name, _)| *name == field) {
+                Some((_, indexes)) => indexes.push(index),
+                None => by_field.push((field, vec![index])),
+            }
+        }
+        let mut partials: BTreeMap<i64, Vec<Partial>> = BTreeMap::new();
+        for (member, series) in group.series.iter().enumerate() {
+            for (field, indexes) in &by_field {
+                if self
+                    .limits
+                    .deadline
+                    .is_some_and(|deadline| std::time::Instant::now() > deadline)
+                {
+                    return Err("query-timeout limit exceeded".into());
+                }
+                let values = self
+                    .storage
+                    .read_field(
+                        self.db,
+                        self.rp,
+                        series.id,
+                        field,
+                        self.plan.min_time,
+                        self.plan.max_time,
+                    )
+                    .map_err(storage_error)?;
+                let total = self.counters.points.get() + values.len() as u64;
+                self.counters.points.set(total);
+                if self.limits.max_points > 0 && total > self.limits.max_points {
+                    return Err(format!(
+                        "max-select-point limit exceeded: ({total}/{})",
+                        self.limits.max_points
+                    ));
+                }
+                let mut current: Option<(i64, i64)> = None;
+                let mut states: Option<&mut Vec<Partial>> = None;
+                for (time, value) in values {
+                    let start = match interval {
+                        Some((length, offset)) => {
+                            (time - offset).div_euclid(length) * length + offset
+                        }
+                        None => self.plan.min_time,
+                    };
+                    let reuse = matches!(current, Some((s, _)) if s == start);
+                    if !reuse || states.is_none() {
+                        current = Some((start, 0));
+                        states = Some(
+                            partials
+                                .entry(start)
+                                .or_insert_with(|| vec![Partial::default(); calls.len()]),
+                        );
+                    }
+                    let cell = cell_of(&value);
+                    if let Some(states) = states.as_mut() {
+                        for &index in indexes {
+                            if let Some(state) = states.get_mut(index) {
+                                state.add(&cell, time, member);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(partials)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1295,6 +1414,164 @@ fn check_call_types(call: &Expr, schema: &Schema) -> Result<()> {
 
 /// One output series before limits: (tag values, columns, rows).
 type GroupRows = (Vec<String>, Vec<String>, Vec<Vec<Cell>>);
+
+/// Aggregates whose per-window state merges: they stream.
+fn is_decomposable(call: &Expr) -> bool {
+    match call {
+        Expr::Call { name, args } => {
+            matches!(
+                name.as_str(),
+                "count" | "sum" | "mean" | "min" | "max" | "first" | "last" | "spread"
+            ) && matches!(args.as_slice(), [Expr::VarRef { .. }])
+        }
+        _ => false,
+    }
+}
+
+/// The partial state of a decomposable aggregate over some points: it can
+/// take points in any order and merge with another state of the same window.
+#[derive(Debug, Clone)]
+struct Partial {
+    count: u64,
+    float_sum: f64,
+    int_sum: i64,
+    all_integers: bool,
+    min: Option<(Cell, i64, usize)>,
+    max: Option<(Cell, i64, usize)>,
+    first: Option<(Cell, i64, usize)>,
+    last: Option<(Cell, i64, usize)>,
+}
+
+impl Default for Partial {
+    fn default() -> Self {
+        Partial {
+            count: 0,
+            float_sum: 0.0,
+            int_sum: 0,
+            all_integers: true,
+            min: None,
+            max: None,
+            first: None,
+            last: None,
+        }
+    }
+}
+
+impl Partial {
+    fn add(&mut self, value: &Cell, time: i64, member: usize) {
+        self.merge_point((value.clone(), time, member));
+    }
+
+    fn merge_point(&mut self, point: (Cell, i64, usize)) {
+        use std::cmp::Ordering;
+        self.count += 1;
+        match &point.0 {
+            Cell::Integer(v) => {
+                self.int_sum = self.int_sum.wrapping_add(*v);
+                self.float_sum += *v as f64;
+            }
+            other => {
+                self.all_integers = false;
+                if let Some(v) = as_f64(other) {
+                    self.float_sum += v;
+                }
+            }
+        }
+        let earlier = |a: &(Cell, i64, usize), b: &(Cell, i64, usize)| (a.1, a.2) < (b.1, b.2);
+        let better_min =
+            self.min
+                .as_ref()
+                .is_none_or(|current| match compare_values(&point.0, &current.0) {
+                    Ordering::Less => true,
+                    Ordering::Equal => earlier(&point, current),
+                    Ordering::Greater => false,
+                });
+        if better_min {
+            self.min = Some(point.clone());
+        }
+        let better_max =
+            self.max
+                .as_ref()
+                .is_none_or(|current| match compare_values(&point.0, &current.0) {
+                    Ordering::Greater => true,
+                    Ordering::Equal => earlier(&point, current),
+                    Ordering::Less => false,
+                });
+        if better_max {
+            self.max = Some(point.clone());
+        }
+        if self
+            .first
+            .as_ref()
+            .is_none_or(|current| earlier(&point, current))
+        {
+            self.first = Some(point.clone());
+        }
+        let later = self.last.as_ref().is_none_or(|current| {
+            point.1 > current.1 || (point.1 == current.1 && point.2 < current.2)
+        });
+        if later {
+            self.last = Some(point);
+        }
+    }
+
+    /// Fold another state of the same window into this one (a replica's
+    /// partial result, once the cluster pushes aggregation down).
+    #[cfg_attr(not(test), allow(dead_code))]
+    fn merge(&mut self, other: &Partial) {
+        let count = self.count + other.count;
+        let (float_sum, int_sum) = (
+            self.float_sum + other.float_sum,
+            self.int_sum.wrapping_add(other.int_sum),
+        );
+        let all_integers = self.all_integers && other.all_integers;
+        for point in [&other.min, &other.max, &other.first, &other.last]
+            .into_iter()
+            .flatten()
+        {
+            self.merge_point(point.clone());
+        }
+        self.count = count;
+        self.float_sum = float_sum;
+        self.int_sum = int_sum;
+        self.all_integers = all_integers;
+    }
+
+    fn finish(&self, call: &Expr) -> Reduced {
+        let Expr::Call { name, .. } = call else {
+            return one(Cell::Null);
+        };
+        let pick = |point: &Option<(Cell, i64, usize)>| match point {
+            Some((value, time, member)) => Reduced::One {
+                value: value.clone(),
+                time: Some(*time),
+                member: Some(*member),
+            },
+            None => one(Cell::Null),
+        };
+        match name.as_str() {
+            "count" => one(Cell::Integer(self.count as i64)),
+            "sum" if self.all_integers => one(Cell::Integer(self.int_sum)),
+            "sum" => one(Cell::Float(self.float_sum)),
+            "mean" => one(Cell::Float(self.float_sum / self.count.max(1) as f64)),
+            "min" => pick(&self.min),
+            "max" => pick(&self.max),
+            "first" => pick(&self.first),
+            "last" => pick(&self.last),
+            "spread" => match (&self.min, &self.max) {
+                (Some((Cell::Integer(a), _, _)), Some((Cell::Integer(b), _, _))) => {
+                    one(Cell::Integer(b.wrapping_sub(*a)))
+                }
+                (Some((a, _, _)), Some((b, _, _))) => match (as_f64(a), as_f64(b)) {
+                    (Some(a), Some(b)) => one(Cell::Float(b - a)),
+                    _ => one(Cell::Null),
+                },
+                _ => one(Cell::Null),
+            },
+            _ => one(Cell::Null),
+        }
+    }
+}
 
 /// An output row of an aggregate query; `empty` says whether every
 /// aggregate of its window saw no point (`None` for multi-row calls).
@@ -1639,7 +1916,7 @@ fn windows(
     interval: Option<(i64, i64)>,
     min: i64,
     max: i64,
-    points: &BTreeMap<String, Vec<Point>>,
+    first_point: Option<i64>,
 ) -> Result<Vec<(i64, i64)>> {
     let Some((interval, offset)) = interval else {
         return Ok(vec![(min, max.saturating_add(1))]);
@@ -1648,11 +1925,7 @@ fn windows(
         return Err("invalid duration".into());
     }
     let first = if min == MIN_NANO_TIME {
-        match points
-            .values()
-            .filter_map(|list| list.first().map(|p| p.time))
-            .min()
-        {
+        match first_point {
             Some(time) => time,
             None => return Ok(Vec::new()),
         }
@@ -1777,4 +2050,68 @@ fn transform(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(name: &str) -> Expr {
+        Expr::Call {
+            name: name.into(),
+            args: vec![Expr::VarRef {
+                name: "v".into(),
+                data_type: None,
+            }],
+        }
+    }
+
+    fn value(reduced: Reduced) -> (Cell, Option<i64>) {
+        match reduced {
+            Reduced::One { value, time, .. } => (value, time),
+            Reduced::Many(_) => (Cell::Null, None),
+        }
+    }
+
+    #[test]
+    fn partial_states_merge_to_the_same_answer_as_one_pass() {
+        let points = [
+            (Cell::Integer(5), 30),
+            (Cell::Integer(-2), 10),
+            (Cell::Integer(9), 20),
+            (Cell::Integer(9), 40),
+        ];
+        let mut whole = Partial::default();
+        let (mut left, mut right) = (Partial::default(), Partial::default());
+        for (index, (cell, time)) in points.iter().enumerate() {
+            whole.add(cell, *time, 0);
+            if index % 2 == 0 {
+                left.add(cell, *time, 0)
+            } else {
+                right.add(cell, *time, 0)
+            }
+        }
+        left.merge(&right);
+        for name in [
+            "count", "sum", "mean", "min", "max", "first", "last", "spread",
+        ] {
+            assert_eq!(
+                value(left.finish(&call(name))),
+                value(whole.finish(&call(name))),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            value(whole.finish(&call("max"))),
+            (Cell::Integer(9), Some(20))
+        );
+        assert_eq!(
+            value(whole.finish(&call("first"))),
+            (Cell::Integer(-2), Some(10))
+        );
+        assert_eq!(
+            value(whole.finish(&call("spread"))),
+            (Cell::Integer(11), None)
+        );
+    }
 }
