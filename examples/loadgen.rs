@@ -1,4 +1,4 @@
-//! Load generator: TSBS-like `cpu` points (1,000 hosts, 10 tags, 10 float
+//! Load generator: TSBS-like `cpu` points (1,000 hosts, 10 tags with `host` first, 10 float
 //! fields as clamped random walks, 10 s apart) written as line protocol in
 //! batches over several keep-alive connections, against Dynaflux or InfluxDB.
 //!
@@ -78,7 +78,7 @@ fn hosts(count: usize, rng: &mut StdRng) -> Vec<Host> {
         .map(|index| {
             let region = REGIONS[rng.gen_range(0..REGIONS.len())];
             let tags = format!(
-                "hostname=host_{index},region={region},datacenter={region}{},rack={},os={},arch={},team={},service={},service_version={},service_environment={}",
+                "host=host_{index},region={region},datacenter={region}{},rack={},os={},arch={},team={},service={},service_version={},service_environment={}",
                 ["a", "b", "c"][rng.gen_range(0..3)],
                 rng.gen_range(0..100),
                 ["Ubuntu16.10", "Ubuntu16.04LTS", "Ubuntu15.10"][rng.gen_range(0..3)],

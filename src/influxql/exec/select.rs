@@ -411,6 +411,11 @@ pub(super) fn execute_select(
     if !non_time {
         return Err("at least 1 non-time field must be queried".into());
     }
+    if let Some(zone) = &select.timezone {
+        if !zone.eq_ignore_ascii_case("UTC") {
+            return Err(format!("tz('{zone}'): only tz('UTC') is supported yet"));
+        }
+    }
     let aggregate = select
         .fields
         .iter()

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Query benchmark: the same TSBS-like data (examples/loadgen.rs, default 10M
+# points) written to Dynaflux and to InfluxDB 1.6.7, then each query run 5
+# times against each server; prints the median seconds and the ratio.
+#
+#   scripts/bench_query.sh [POINTS]        (default 10000000)
+set -euo pipefail
+POINTS=${1:-10000000}
+RUNS=${RUNS:-5}
+cd "$(dirname "$0")/.."
+cargo build --release --bin dynaflux --example loadgen >&2
+TARGET=${CARGO_TARGET_DIR:-target}/release
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_ping() { for _ in $(seq 600); do curl -sf "$1/ping" >/dev/null && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
+
+dport=$(free_port)
+"$TARGET/dynaflux" serve --http-bind "127.0.0.1:$dport" --data-dir "$WORK/dynaflux" 2>"$WORK/dynaflux.log" &
+PIDS+=("$!")
+iport=$(free_port); rport=$(free_port)
+cat > "$WORK/influxdb.conf" <<CONF
+reporting-disabled = true
+bind-address = "127.0.0.1:$rport"
+[meta]
+  dir = "$WORK/influxdb/meta"
+[data]
+  dir = "$WORK/influxdb/data"
+  wal-dir = "$WORK/influxdb/wal"
+  query-log-enabled = false
+[monitor]
+  store-enabled = false
+[http]
+  bind-address = "127.0.0.1:$iport"
+  log-enabled = false
+[continuous_queries]
+  enabled = false
+CONF
+influxd -config "$WORK/influxdb.conf" 2>"$WORK/influxdb.log" &
+PIDS+=("$!")
+wait_ping "http://127.0.0.1:$dport"
+wait_ping "http://127.0.0.1:$iport"
+for port in "$dport" "$iport"; do
+  "$TARGET/examples/loadgen" --url "http://127.0.0.1:$port" --points "$POINTS" >&2
+done
+# The whole range of the data: 10 s per step, POINTS/1000 steps from 2016-01-01.
+END=$(python3 -c "import datetime; print((datetime.datetime(2016,1,1)+datetime.timedelta(seconds=10*($POINTS//1000)+60)).strftime('%Y-%m-%dT%H:%M:%SZ'))")
+RANGE="time >= '2016-01-01T00:00:00Z' AND time < '$END'"
+QUERIES=(
+  "SELECT mean(usage_user) FROM cpu WHERE $RANGE GROUP BY time(1m)"
+  "SELECT mean(usage_user) FROM cpu WHERE $RANGE GROUP BY time(1m), host"
+  "SELECT max(usage_user) FROM cpu WHERE host='host_42'"
+  "SELECT * FROM cpu WHERE host='host_7' ORDER BY time DESC LIMIT 100"
+  "SHOW TAG VALUES FROM cpu WITH KEY = host"
+)
+median() { python3 -c "import sys, statistics; print('%.4f' % statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
+printf '%-8s %-10s %-10s %-7s %s\n' "query" "dynaflux" "influxdb" "ratio" "text"
+n=0
+for q in "${QUERIES[@]}"; do
+  n=$((n+1))
+  declare -A med
+  for server in dynaflux influxdb; do
+    port=$dport; [ "$server" = influxdb ] && port=$iport
+    # one warm-up, then RUNS timed runs
+    curl -s -o /dev/null -G "http://127.0.0.1:$port/query" --data-urlencode db=benchmark --data-urlencode "q=$q"
+    times=()
+    for _ in $(seq "$RUNS"); do
+      times+=("$(curl -s -o "$WORK/out.$server" -w '%{time_total}' -G "http://127.0.0.1:$port/query" --data-urlencode db=benchmark --data-urlencode "q=$q")")
+    done
+    med[$server]=$(median "${times[@]}")
+  done
+  ratio=$(python3 -c "print('%.2f' % (${med[dynaflux]} / ${med[influxdb]}))")
+  printf 'Q%-7s %-10s %-10s %-7s %s\n' "$n" "${med[dynaflux]}" "${med[influxdb]}" "$ratio" "$q"
+  if ! cmp -s <(python3 -m json.tool "$WORK/out.dynaflux") <(python3 -m json.tool "$WORK/out.influxdb"); then
+    echo "   note: answers differ (first 300 bytes each):"; head -c 300 "$WORK/out.dynaflux"; echo; head -c 300 "$WORK/out.influxdb"; echo
+  fi
+done
