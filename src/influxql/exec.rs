@@ -287,7 +287,25 @@ pub fn execute_statement(
             let mut out = Vec::new();
             for measurement in measurements_of(storage, db, sources)? {
                 let mut pairs: BTreeSet<(String, String)> = BTreeSet::new();
-                for series in storage.series(db, &measurement).map_err(storage_error)? {
+                if condition.is_none() {
+                    // Straight from the inverted index.
+                    for key in storage.tag_keys(db, &measurement).map_err(storage_error)? {
+                        if key_matches(&key)? {
+                            for value in storage
+                                .tag_values(db, &measurement, &key)
+                                .map_err(storage_error)?
+                            {
+                                pairs.insert((key.clone(), value));
+                            }
+                        }
+                    }
+                }
+                let scan = if condition.is_some() {
+                    storage.series(db, &measurement).map_err(storage_error)?
+                } else {
+                    Vec::new()
+                };
+                for series in scan {
                     if let Some(condition) = condition {
                         if !tag_filter(condition, &series.tags) {
                             continue;
@@ -646,7 +664,7 @@ fn eval(expr: &Expr, scope: &dyn Scope) -> Option<Val> {
                     let Expr::Regex(pattern) = rhs.as_ref() else {
                         return Some(Val::Bool(false));
                     };
-                    let Ok(regex) = Regex::new(pattern) else {
+                    let Some(regex) = cached_regex(pattern) else {
                         return Some(Val::Bool(false));
                     };
                     let matched = match eval(lhs, scope) {
@@ -667,6 +685,26 @@ fn eval(expr: &Expr, scope: &dyn Scope) -> Option<Val> {
         }
         _ => None,
     }
+}
+
+/// Conditions are evaluated per series and per row: compile each pattern once
+/// per thread.
+fn cached_regex(pattern: &str) -> Option<Regex> {
+    thread_local! {
+        static CACHE: std::cell::RefCell<std::collections::HashMap<String, Regex>> = Default::default();
+    }
+    CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some(regex) = cache.get(pattern) {
+            return Some(regex.clone());
+        }
+        let regex = Regex::new(pattern).ok()?;
+        if cache.len() > 1024 {
+            cache.clear();
+        }
+        cache.insert(pattern.to_string(), regex.clone());
+        Some(regex)
+    })
 }
 
 fn compare_or_compute(op: BinaryOp, l: &Val, r: &Val) -> Option<Val> {

@@ -971,6 +971,31 @@ impl Engine {
         Ok(series)
     }
 
+    /// The series of a measurement whose tags satisfy `keep`, sorted by key;
+    /// only those are copied out of the index.
+    pub fn series_where(
+        &self,
+        db: &str,
+        measurement: &str,
+        keep: &dyn Fn(&[(String, String)]) -> bool,
+    ) -> Result<Vec<SeriesInfo>, StorageError> {
+        let (_, index) = self.index(db)?;
+        let index = index.read();
+        let mut series: Vec<SeriesInfo> = index
+            .by_measurement
+            .get(measurement)
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|id| index.series.get(id))
+                    .filter(|entry| keep(&entry.info.tags))
+                    .map(|entry| entry.info.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        series.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(series)
+    }
+
     pub fn series_with_tag(
         &self,
         db: &str,

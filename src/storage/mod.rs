@@ -320,6 +320,15 @@ impl Storage {
     pub fn series(&self, db: &str, measurement: &str) -> Result<Vec<SeriesInfo>, StorageError> {
         self.engine.series(db, measurement)
     }
+    /// The series of a measurement whose tags satisfy `keep`, sorted by series key.
+    pub fn series_where(
+        &self,
+        db: &str,
+        measurement: &str,
+        keep: &dyn Fn(&[(String, String)]) -> bool,
+    ) -> Result<Vec<SeriesInfo>, StorageError> {
+        self.engine.series_where(db, measurement, keep)
+    }
     /// Series ids of a measurement with `tag_key = tag_value` (inverted index), sorted.
     pub fn series_with_tag(
         &self,

@@ -656,13 +656,18 @@ impl MeasurementQuery<'_> {
 
     /// Series matching the tag part of the condition, grouped by GROUP BY tags.
     fn groups(&self, group_tags: &[String], row_filter: bool) -> Result<Vec<Group>> {
-        let mut series = self
-            .storage
-            .series(self.db, self.measurement)
-            .map_err(storage_error)?;
-        if let (Some(residual), false) = (&self.plan.residual, row_filter) {
-            series.retain(|s| tag_filter(residual, &s.tags));
-        }
+        let series = match (&self.plan.residual, row_filter) {
+            (Some(residual), false) => self
+                .storage
+                .series_where(self.db, self.measurement, &|tags| {
+                    tag_filter(residual, tags)
+                })
+                .map_err(storage_error)?,
+            _ => self
+                .storage
+                .series(self.db, self.measurement)
+                .map_err(storage_error)?,
+        };
         let total = self.counters.series.get() + series.len() as u64;
         self.counters.series.set(total);
         if self.limits.max_series > 0 && total > self.limits.max_series {
@@ -770,11 +775,28 @@ impl MeasurementQuery<'_> {
     }
 
     fn finish(&self, group_tags: &[String], groups: Vec<GroupRows>) -> Vec<ResultSeries> {
-        let limit = usize::try_from(self.select.limit).unwrap_or(usize::MAX);
-        let offset = usize::try_from(self.select.offset).unwrap_or(usize::MAX);
+        self.finish_limited(group_tags, groups, false)
+    }
+
+    /// Series out of rows; `limited` says ORDER BY, OFFSET and LIMIT were
+    /// already applied to the rows.
+    fn finish_limited(
+        &self,
+        group_tags: &[String],
+        groups: Vec<GroupRows>,
+        limited: bool,
+    ) -> Vec<ResultSeries> {
+        let (limit, offset) = if limited {
+            (0, 0)
+        } else {
+            (
+                usize::try_from(self.select.limit).unwrap_or(usize::MAX),
+                usize::try_from(self.select.offset).unwrap_or(usize::MAX),
+            )
+        };
         let mut out = Vec::new();
         for (tag_values, columns, mut rows) in groups {
-            if self.select.descending {
+            if self.select.descending && !limited {
                 rows.reverse();
             }
             let values: Vec<Vec<Cell>> = rows
@@ -841,51 +863,148 @@ impl MeasurementQuery<'_> {
         let column_names: Vec<String> = std::iter::once("time".to_string())
             .chain(columns.iter().map(|c| c.name.clone()))
             .collect();
+        let field_names: BTreeSet<String> = schema.fields.keys().cloned().collect();
+        let limit = usize::try_from(self.select.limit).unwrap_or(usize::MAX);
+        let offset = usize::try_from(self.select.offset).unwrap_or(usize::MAX);
         let mut groups = Vec::new();
         for group in self.groups(&group_tags, row_filter)? {
-            let mut rows: Vec<(i64, usize, Vec<Cell>)> = Vec::new();
+            // Columnar rows per series; rows are evaluated only once they
+            // survive ORDER BY, OFFSET and LIMIT.
+            let mut tables: Vec<Table> = Vec::with_capacity(group.series.len());
+            let mut candidates: Vec<(i64, usize, usize)> = Vec::new();
             for (member, series) in group.series.iter().enumerate() {
-                for (time, values) in self.read_rows(series, &needed, &schema, row_filter)? {
-                    if !selected.iter().any(|f| values.contains_key(f)) {
+                let table = self.read_table(series, &needed)?;
+                for row in 0..table.times.len() {
+                    if !selected
+                        .iter()
+                        .any(|f| table.value(row, &needed, f).is_some())
+                    {
                         continue;
                     }
-                    let lookup = |expr: &Expr| -> Option<Cell> {
-                        let Expr::VarRef { name, data_type } = expr else {
-                            return None;
-                        };
-                        if *data_type != Some(DataType::Tag) {
-                            if let Some(value) = values.get(name) {
-                                return Some(cell_of(value));
-                            }
-                            if schema.fields.contains_key(name)
-                                || *data_type == Some(DataType::Field)
-                            {
-                                return Some(Cell::Null);
+                    if row_filter {
+                        if let Some(residual) = &self.plan.residual {
+                            let fields: BTreeMap<&str, Value> = needed
+                                .iter()
+                                .filter_map(|f| {
+                                    table
+                                        .value(row, &needed, f)
+                                        .map(|v| (f.as_str(), v.clone()))
+                                })
+                                .collect();
+                            let scope = RowScope {
+                                tags: &series.tags,
+                                fields: &fields,
+                                field_names: &field_names,
+                            };
+                            if !matches!(eval(residual, &scope), Some(Val::Bool(true))) {
+                                continue;
                             }
                         }
-                        Some(
-                            series
-                                .tags
-                                .iter()
-                                .find(|(k, _)| k == name)
-                                .map(|(_, v)| Cell::String(v.clone()))
-                                .unwrap_or(Cell::Null),
-                        )
+                    }
+                    candidates.push((table.times[row], member, row));
+                }
+                tables.push(table);
+            }
+            candidates.sort_unstable_by_key(|(time, member, _)| (*time, *member));
+            if self.select.descending {
+                candidates.reverse();
+            }
+            let kept = candidates.into_iter().skip(offset).take(if limit == 0 {
+                usize::MAX
+            } else {
+                limit
+            });
+            let mut rows = Vec::new();
+            for (time, member, row_index) in kept {
+                let (Some(series), Some(table)) = (group.series.get(member), tables.get(member))
+                else {
+                    continue;
+                };
+                let lookup = |expr: &Expr| -> Option<Cell> {
+                    let Expr::VarRef { name, data_type } = expr else {
+                        return None;
                     };
-                    let mut row = Vec::with_capacity(columns.len() + 1);
-                    row.push(Cell::Time(time));
-                    row.extend(columns.iter().map(|column| evaluate(&column.expr, &lookup)));
-                    rows.push((time, member, row));
+                    if *data_type != Some(DataType::Tag) {
+                        if let Some(value) = table.value(row_index, &needed, name) {
+                            return Some(cell_of(value));
+                        }
+                        if schema.fields.contains_key(name) || *data_type == Some(DataType::Field) {
+                            return Some(Cell::Null);
+                        }
+                    }
+                    Some(
+                        series
+                            .tags
+                            .iter()
+                            .find(|(k, _)| k == name)
+                            .map(|(_, v)| Cell::String(v.clone()))
+                            .unwrap_or(Cell::Null),
+                    )
+                };
+                let mut row = Vec::with_capacity(columns.len() + 1);
+                row.push(Cell::Time(time));
+                row.extend(columns.iter().map(|column| evaluate(&column.expr, &lookup)));
+                rows.push(row);
+            }
+            groups.push((group.tag_values, column_names.clone(), rows));
+        }
+        Ok(self.finish_limited(&group_tags, groups, true))
+    }
+
+    /// The values of `fields` of one series as columns over the union of
+    /// their timestamps.
+    fn read_table(&self, series: &SeriesInfo, fields: &[String]) -> Result<Table> {
+        let mut columns: Vec<Vec<(i64, Value)>> = Vec::with_capacity(fields.len());
+        for field in fields {
+            if self
+                .limits
+                .deadline
+                .is_some_and(|deadline| std::time::Instant::now() > deadline)
+            {
+                return Err("query-timeout limit exceeded".into());
+            }
+            let values = self
+                .storage
+                .read_field(
+                    self.db,
+                    self.rp,
+                    series.id,
+                    field,
+                    self.plan.min_time,
+                    self.plan.max_time,
+                )
+                .map_err(storage_error)?;
+            let total = self.counters.points.get() + values.len() as u64;
+            self.counters.points.set(total);
+            if self.limits.max_points > 0 && total > self.limits.max_points {
+                return Err(format!(
+                    "max-select-point limit exceeded: ({total}/{})",
+                    self.limits.max_points
+                ));
+            }
+            columns.push(values);
+        }
+        let mut times: Vec<i64> = columns
+            .iter()
+            .flat_map(|c| c.iter().map(|(t, _)| *t))
+            .collect();
+        times.sort_unstable();
+        times.dedup();
+        let mut values: Vec<Vec<Option<Value>>> = Vec::with_capacity(columns.len());
+        for column in columns {
+            let mut out: Vec<Option<Value>> = vec![None; times.len()];
+            let mut position = 0;
+            for (time, value) in column {
+                while position < times.len() && times[position] < time {
+                    position += 1;
+                }
+                if let Some(slot) = out.get_mut(position) {
+                    *slot = Some(value);
                 }
             }
-            rows.sort_by_key(|(time, member, _)| (*time, *member));
-            groups.push((
-                group.tag_values,
-                column_names.clone(),
-                rows.into_iter().map(|(_, _, row)| row).collect(),
-            ));
+            values.push(out);
         }
-        Ok(self.finish(&group_tags, groups))
+        Ok(Table { times, values })
     }
 
     // ------------------------------------------------------------ aggregates
@@ -1414,6 +1533,20 @@ fn check_call_types(call: &Expr, schema: &Schema) -> Result<()> {
             Err(format!("unsupported {name} iterator type: {iterator}"))
         }
         _ => Ok(()),
+    }
+}
+
+/// One series' field values as columns over the union of their times.
+struct Table {
+    times: Vec<i64>,
+    /// One column per field, in the order of the fields read.
+    values: Vec<Vec<Option<Value>>>,
+}
+
+impl Table {
+    fn value(&self, row: usize, fields: &[String], field: &str) -> Option<&Value> {
+        let column = fields.iter().position(|f| f == field)?;
+        self.values.get(column)?.get(row)?.as_ref()
     }
 }
 
