@@ -294,3 +294,38 @@ fn limits_cardinality_and_delete() {
     );
     assert!(run("SHOW MEASUREMENTS", QueryLimits::default()).contains("[[\"cpu\"]]"));
 }
+
+#[test]
+fn limit_narrowing_keeps_rows_of_other_fields() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = Storage::open(StorageOptions::for_test(dir.path().to_path_buf())).expect("open");
+    storage.create_database("db", None).expect("create");
+    let batch = lineproto::parse(
+        b"m a=1 1\nm a=2 2\nm a=3 3\nm b=4 4",
+        Precision::Nanosecond,
+        0,
+    );
+    storage.write("db", None, &batch.points).expect("write");
+    let context = QueryContext {
+        database: Some("db".into()),
+        retention_policy: None,
+        now: 0,
+        limits: QueryLimits::default(),
+    };
+    let run = |q: &str| {
+        String::from_utf8(encode_json(
+            &execute(&parse(q).expect("parse"), &context, &storage),
+            Epoch::Units(1),
+            false,
+        ))
+        .expect("utf8")
+    };
+    assert!(
+        run("SELECT a, b FROM m ORDER BY time DESC LIMIT 1").contains("\"values\":[[4,null,4]]")
+    );
+    assert!(run("SELECT a, b FROM m LIMIT 1").contains("\"values\":[[1,1,null]]"));
+    assert!(
+        run("SELECT a, b FROM m ORDER BY time DESC LIMIT 2 OFFSET 1")
+            .contains("\"values\":[[3,3,null],[2,2,null]]")
+    );
+}

@@ -28,8 +28,8 @@ use super::block::{self, Column};
 use super::catalog::{CatalogState, RpMeta};
 use super::wal::{self, Wal};
 use super::{
-    FieldType, RetentionPolicyInfo, RetentionPolicySpec, RetentionPolicyUpdate, SeriesInfo,
-    StorageError, StorageOptions, Value, WriteOutcome,
+    FieldType, RetentionPolicyInfo, RetentionPolicySpec, RetentionPolicyUpdate, SeriesFilter,
+    SeriesInfo, StorageError, StorageOptions, Value, WriteOutcome,
 };
 use crate::lineproto::{self, FieldValue, Point};
 
@@ -956,19 +956,7 @@ impl Engine {
     }
 
     pub fn series(&self, db: &str, measurement: &str) -> Result<Vec<SeriesInfo>, StorageError> {
-        let (_, index) = self.index(db)?;
-        let index = index.read();
-        let mut series: Vec<SeriesInfo> = index
-            .by_measurement
-            .get(measurement)
-            .map(|ids| {
-                ids.iter()
-                    .filter_map(|id| index.series.get(id).map(|entry| entry.info.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        series.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(series)
+        self.series_where(db, measurement, &|_| true)
     }
 
     /// The series of a measurement whose tags satisfy `keep`, sorted by key;
@@ -977,7 +965,7 @@ impl Engine {
         &self,
         db: &str,
         measurement: &str,
-        keep: &dyn Fn(&[(String, String)]) -> bool,
+        keep: &SeriesFilter,
     ) -> Result<Vec<SeriesInfo>, StorageError> {
         let (_, index) = self.index(db)?;
         let index = index.read();

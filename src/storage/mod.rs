@@ -34,6 +34,9 @@ use engine::Engine;
 
 use crate::lineproto::Point;
 
+/// A predicate over a series' tags (sorted by key).
+pub type SeriesFilter = dyn Fn(&[(String, String)]) -> bool;
+
 /// The retention policy every new database gets.
 pub const DEFAULT_RP_NAME: &str = "autogen";
 
@@ -325,7 +328,7 @@ impl Storage {
         &self,
         db: &str,
         measurement: &str,
-        keep: &dyn Fn(&[(String, String)]) -> bool,
+        keep: &SeriesFilter,
     ) -> Result<Vec<SeriesInfo>, StorageError> {
         self.engine.series_where(db, measurement, keep)
     }

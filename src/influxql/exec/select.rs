@@ -714,6 +714,40 @@ impl MeasurementQuery<'_> {
         names
     }
 
+    /// One field of one series in the query's time range, counted against
+    /// the point limit, unless the deadline has passed.
+    fn read_limited(&self, series_id: u64, field: &str) -> Result<Vec<(i64, Value)>> {
+        self.read_limited_in(series_id, field, (self.plan.min_time, self.plan.max_time))
+    }
+
+    fn read_limited_in(
+        &self,
+        series_id: u64,
+        field: &str,
+        (min, max): (i64, i64),
+    ) -> Result<Vec<(i64, Value)>> {
+        if self
+            .limits
+            .deadline
+            .is_some_and(|deadline| std::time::Instant::now() > deadline)
+        {
+            return Err("query-timeout limit exceeded".into());
+        }
+        let values = self
+            .storage
+            .read_field(self.db, self.rp, series_id, field, min, max)
+            .map_err(storage_error)?;
+        let total = self.counters.points.get() + values.len() as u64;
+        self.counters.points.set(total);
+        if self.limits.max_points > 0 && total > self.limits.max_points {
+            return Err(format!(
+                "max-select-point limit exceeded: ({total}/{})",
+                self.limits.max_points
+            ));
+        }
+        Ok(values)
+    }
+
     /// The rows of one series: time -> field values, with the row filter applied.
     fn read_rows(
         &self,
@@ -724,32 +758,7 @@ impl MeasurementQuery<'_> {
     ) -> Result<BTreeMap<i64, BTreeMap<String, Value>>> {
         let mut rows: BTreeMap<i64, BTreeMap<String, Value>> = BTreeMap::new();
         for field in fields {
-            if self
-                .limits
-                .deadline
-                .is_some_and(|deadline| std::time::Instant::now() > deadline)
-            {
-                return Err("query-timeout limit exceeded".into());
-            }
-            let values = self
-                .storage
-                .read_field(
-                    self.db,
-                    self.rp,
-                    series.id,
-                    field,
-                    self.plan.min_time,
-                    self.plan.max_time,
-                )
-                .map_err(storage_error)?;
-            let total = self.counters.points.get() + values.len() as u64;
-            self.counters.points.set(total);
-            if self.limits.max_points > 0 && total > self.limits.max_points {
-                return Err(format!(
-                    "max-select-point limit exceeded: ({total}/{})",
-                    self.limits.max_points
-                ));
-            }
+            let values = self.read_limited(series.id, field)?;
             for (time, value) in values {
                 rows.entry(time).or_default().insert(field.clone(), value);
             }
@@ -873,7 +882,7 @@ impl MeasurementQuery<'_> {
             let mut tables: Vec<Table> = Vec::with_capacity(group.series.len());
             let mut candidates: Vec<(i64, usize, usize)> = Vec::new();
             for (member, series) in group.series.iter().enumerate() {
-                let table = self.read_table(series, &needed)?;
+                let table = self.read_table(series, &needed, row_filter)?;
                 for row in 0..table.times.len() {
                     if !selected
                         .iter()
@@ -953,34 +962,31 @@ impl MeasurementQuery<'_> {
 
     /// The values of `fields` of one series as columns over the union of
     /// their timestamps.
-    fn read_table(&self, series: &SeriesInfo, fields: &[String]) -> Result<Table> {
+    ///
+    /// With a LIMIT (and no row filter), the first field read bounds the
+    /// time range of the others: at least OFFSET+LIMIT rows of this series
+    /// lie between that field's cut-off time and the end of the range, so
+    /// no row outside it can be returned.
+    fn read_table(
+        &self,
+        series: &SeriesInfo,
+        fields: &[String],
+        row_filter: bool,
+    ) -> Result<Table> {
         let mut columns: Vec<Vec<(i64, Value)>> = Vec::with_capacity(fields.len());
-        for field in fields {
-            if self
-                .limits
-                .deadline
-                .is_some_and(|deadline| std::time::Instant::now() > deadline)
-            {
-                return Err("query-timeout limit exceeded".into());
-            }
-            let values = self
-                .storage
-                .read_field(
-                    self.db,
-                    self.rp,
-                    series.id,
-                    field,
-                    self.plan.min_time,
-                    self.plan.max_time,
-                )
-                .map_err(storage_error)?;
-            let total = self.counters.points.get() + values.len() as u64;
-            self.counters.points.set(total);
-            if self.limits.max_points > 0 && total > self.limits.max_points {
-                return Err(format!(
-                    "max-select-point limit exceeded: ({total}/{})",
-                    self.limits.max_points
-                ));
+        let wanted = usize::try_from(self.select.limit.saturating_add(self.select.offset))
+            .unwrap_or(usize::MAX);
+        let mut range = (self.plan.min_time, self.plan.max_time);
+        for (index, field) in fields.iter().enumerate() {
+            let mut values = self.read_limited_in(series.id, field, range)?;
+            if index == 0 && self.select.limit > 0 && !row_filter && values.len() > wanted {
+                if self.select.descending {
+                    range.0 = values[values.len() - wanted].0;
+                    values.drain(..values.len() - wanted);
+                } else {
+                    range.1 = values[wanted - 1].0;
+                    values.truncate(wanted);
+                }
             }
             columns.push(values);
         }
@@ -1205,32 +1211,7 @@ impl MeasurementQuery<'_> {
         let mut partials: BTreeMap<i64, Vec<Partial>> = BTreeMap::new();
         for (member, series) in group.series.iter().enumerate() {
             for (field, indexes) in &by_field {
-                if self
-                    .limits
-                    .deadline
-                    .is_some_and(|deadline| std::time::Instant::now() > deadline)
-                {
-                    return Err("query-timeout limit exceeded".into());
-                }
-                let values = self
-                    .storage
-                    .read_field(
-                        self.db,
-                        self.rp,
-                        series.id,
-                        field,
-                        self.plan.min_time,
-                        self.plan.max_time,
-                    )
-                    .map_err(storage_error)?;
-                let total = self.counters.points.get() + values.len() as u64;
-                self.counters.points.set(total);
-                if self.limits.max_points > 0 && total > self.limits.max_points {
-                    return Err(format!(
-                        "max-select-point limit exceeded: ({total}/{})",
-                        self.limits.max_points
-                    ));
-                }
+                let values = self.read_limited(series.id, field)?;
                 let mut current: Option<(i64, i64)> = None;
                 let mut states: Option<&mut Vec<Partial>> = None;
                 for (time, value) in values {
