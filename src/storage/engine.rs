@@ -965,7 +965,7 @@ impl Engine {
         &self,
         db: &str,
         measurement: &str,
-        keep: &SeriesFilter,
+        keep: &SeriesFilter<'_>,
     ) -> Result<Vec<SeriesInfo>, StorageError> {
         let (_, index) = self.index(db)?;
         let index = index.read();

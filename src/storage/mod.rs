@@ -35,7 +35,7 @@ use engine::Engine;
 use crate::lineproto::Point;
 
 /// A predicate over a series' tags (sorted by key).
-pub type SeriesFilter = dyn Fn(&[(String, String)]) -> bool;
+pub type SeriesFilter<'a> = dyn Fn(&[(String, String)]) -> bool + 'a;
 
 /// The retention policy every new database gets.
 pub const DEFAULT_RP_NAME: &str = "autogen";
@@ -328,7 +328,7 @@ impl Storage {
         &self,
         db: &str,
         measurement: &str,
-        keep: &SeriesFilter,
+        keep: &SeriesFilter<'_>,
     ) -> Result<Vec<SeriesInfo>, StorageError> {
         self.engine.series_where(db, measurement, keep)
     }
