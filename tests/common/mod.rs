@@ -25,6 +25,7 @@ pub fn free_port() -> u16 {
 
 pub struct Node {
     child: Option<Child>,
+    env: Vec<(String, String)>,
     pub port: u16,
     pub data_dir: PathBuf,
     pub log: PathBuf,
@@ -42,8 +43,17 @@ impl Node {
 
     /// A node on `data_dir` (kept after the node stops).
     pub fn start_in(data_dir: &Path) -> Node {
+        Node::start_with_env(data_dir, &[])
+    }
+
+    /// A node on `data_dir` with extra environment (`DYNAFLUX_<SECTION>__<KEY>`).
+    pub fn start_with_env(data_dir: &Path, env: &[(&str, &str)]) -> Node {
         let mut node = Node {
             child: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             port: free_port(),
             data_dir: data_dir.to_path_buf(),
             log: data_dir.with_extension("log"),
@@ -68,6 +78,7 @@ impl Node {
                 &self.data_dir.display().to_string(),
             ])
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

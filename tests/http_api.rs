@@ -1,0 +1,160 @@
+//! The HTTP API and the command line through the real binary: headers, gzip
+//! bodies, the body limit, CSV, client mistakes answered with 4xx, and the
+//! exit codes of `dynaflux` itself.
+
+mod common;
+
+use std::io::Write;
+use std::process::Command;
+use std::time::Duration;
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(60))
+        .build()
+}
+
+#[test]
+fn ping_health_and_headers() {
+    let node = common::Node::start();
+    let response = agent()
+        .get(&format!("{}/ping", node.url()))
+        .call()
+        .expect("ping");
+    assert_eq!(response.status(), 204);
+    assert!(response
+        .header("X-Influxdb-Version")
+        .is_some_and(|v| v.starts_with("1.6.7")));
+    assert!(response.header("X-Influxdb-Build").is_some());
+    assert!(response.header("Request-Id").is_some_and(|v| !v.is_empty()));
+    let verbose = agent()
+        .get(&format!("{}/ping?verbose=true", node.url()))
+        .call()
+        .expect("verbose");
+    assert_eq!(verbose.status(), 200);
+    assert!(verbose.into_string().expect("body").contains("\"version\""));
+    let head = agent()
+        .head(&format!("{}/ping", node.url()))
+        .call()
+        .expect("head");
+    assert_eq!(head.status(), 204);
+    let health = agent()
+        .get(&format!("{}/health", node.url()))
+        .call()
+        .expect("health");
+    assert_eq!(health.status(), 200);
+    assert!(health
+        .into_string()
+        .expect("body")
+        .contains("\"status\":\"pass\""));
+}
+
+#[test]
+fn gzip_bodies_body_limit_csv_and_client_mistakes() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let dir = data.path().join("node");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let node = common::Node::start_with_env(&dir, &[("DYNAFLUX_HTTP__MAX_BODY_SIZE", "1KiB")]);
+    let url = node.url();
+    assert_eq!(common::post_query(&url, "CREATE DATABASE api").0, 200);
+
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder
+        .write_all(b"m,host=a v=1 1\nm,host=b v=2 2\n")
+        .expect("gzip");
+    let gzipped = encoder.finish().expect("gzip");
+    let response = agent()
+        .post(&format!("{url}/write?db=api"))
+        .set("Content-Encoding", "gzip")
+        .send_bytes(&gzipped)
+        .expect("gzip write");
+    assert_eq!(response.status(), 204);
+
+    let big = "m v=1 1\n".repeat(200);
+    let (status, body) = common::write(&url, "api", &big);
+    assert_eq!(
+        (status, body.contains("request body too large")),
+        (413, true),
+        "{body}"
+    );
+
+    let csv = agent()
+        .get(&format!("{url}/query?db=api&q=SELECT%20v%20FROM%20m"))
+        .set("Accept", "application/csv")
+        .call()
+        .expect("csv");
+    assert_eq!(
+        csv.into_string().expect("csv"),
+        "name,tags,time,v\nm,,1,1\nm,,2,2\n"
+    );
+
+    let (status, body) = common::request(
+        "POST",
+        &format!("{url}/write"),
+        Some((b"m v=1", "text/plain")),
+    );
+    assert_eq!(
+        (status, body.contains("database is required")),
+        (400, true),
+        "{body}"
+    );
+    let (status, body) = common::request(
+        "POST",
+        &format!("{url}/write?db=api&consistency=most"),
+        Some((b"m v=1", "text/plain")),
+    );
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = common::request("GET", &format!("{url}/query"), None);
+    assert_eq!(
+        (status, body.contains("missing required parameter")),
+        (400, true),
+        "{body}"
+    );
+    let (status, body) = common::get_query(&url, &[("q", "SELEC 1")]);
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = common::request("GET", &format!("{url}/nope"), None);
+    assert_eq!(status, 404, "{body}");
+}
+
+#[test]
+fn command_line_version_and_bad_configuration() {
+    let binary = env!("CARGO_BIN_EXE_dynaflux");
+    let version = Command::new(binary)
+        .arg("--version")
+        .output()
+        .expect("version");
+    assert!(version.status.success());
+    assert!(String::from_utf8_lossy(&version.stdout).contains("dynaflux"));
+
+    let data = tempfile::tempdir().expect("tempdir");
+    let config = data.path().join("bad.toml");
+    std::fs::write(&config, "[http]\nbind = \"127.0.0.1:0\"\nno_such_key = 1\n").expect("config");
+    let output = Command::new(binary)
+        .args([
+            "serve",
+            "--config",
+            &config.display().to_string(),
+            "--data-dir",
+            &data.path().join("d").display().to_string(),
+        ])
+        .output()
+        .expect("serve");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("no_such_key"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let output = Command::new(binary)
+        .args([
+            "serve",
+            "--data-dir",
+            &data.path().join("d").display().to_string(),
+        ])
+        .env("DYNAFLUX_STORAGE__BUFFER_MAX_AGE", "ten")
+        .output()
+        .expect("serve");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("buffer_max_age"));
+}
