@@ -329,3 +329,42 @@ fn limit_narrowing_keeps_rows_of_other_fields() {
             .contains("\"values\":[[3,3,null],[2,2,null]]")
     );
 }
+
+#[test]
+fn subqueries_read_the_inner_result() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = Storage::open(StorageOptions::for_test(dir.path().to_path_buf())).expect("open");
+    storage.create_database("db", None).expect("create");
+    let body = "cpu,host=a v=1 10\ncpu,host=a v=3 20\ncpu,host=b v=10 10\ncpu,host=b v=20 30";
+    let batch = lineproto::parse(body.as_bytes(), Precision::Nanosecond, 0);
+    storage.write("db", None, &batch.points).expect("write");
+    let context = QueryContext {
+        database: Some("db".into()),
+        retention_policy: None,
+        now: 100,
+        limits: QueryLimits::default(),
+    };
+    let run = |q: &str| {
+        String::from_utf8(encode_json(
+            &execute(&parse(q).expect("parse"), &context, &storage),
+            Epoch::Units(1),
+            false,
+        ))
+        .expect("utf8")
+    };
+    // mean per host: a = 2, b = 15; the outer max picks b's.
+    assert_eq!(
+        run("SELECT max(mean) FROM (SELECT mean(v) FROM cpu GROUP BY host)"),
+        "{\"results\":[{\"statement_id\":0,\"series\":[{\"name\":\"cpu\",\"columns\":[\"time\",\"max\"],\"values\":[[0,15]]}]}]}\n"
+    );
+    // The inner GROUP BY tags are tags of the outer query.
+    assert_eq!(
+        run("SELECT mean FROM (SELECT mean(v) FROM cpu GROUP BY host) WHERE host = 'a'"),
+        "{\"results\":[{\"statement_id\":0,\"series\":[{\"name\":\"cpu\",\"columns\":[\"time\",\"mean\"],\"values\":[[0,2]]}]}]}\n"
+    );
+    // The outer time range reaches an inner query that has none.
+    assert!(
+        run("SELECT sum(v) FROM (SELECT v FROM cpu) WHERE time >= 15 AND time <= 30")
+            .contains("[[15,23]]")
+    );
+}

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
 use crate::influxql::QueryLimits;
+use crate::storage::SeriesFilter;
 
 /// Aggregates and selectors: they reduce the points of a window.
 const AGGREGATES: &[&str] = &[
@@ -441,43 +442,54 @@ pub(super) fn execute_select(
     let counters = Counters::default();
     let mut out = Vec::new();
     for source in &select.sources {
-        let Source::Measurement {
-            database: explicit_db,
-            rp,
-            name,
-        } = source
-        else {
-            return Err("subqueries are not supported yet".into());
-        };
-        let db = explicit_db
-            .as_deref()
-            .or(context.database.as_deref())
-            .ok_or_else(|| "database name required".to_string())?;
-        require_database(storage, db)?;
-        let rp = match rp.as_deref().or(context.retention_policy.as_deref()) {
-            Some(rp) => rp.to_string(),
-            None => storage
-                .default_retention_policy(db)
-                .map_err(storage_error)?,
-        };
-        if !storage
-            .retention_policies(db)
-            .map_err(storage_error)?
-            .iter()
-            .any(|p| p.name == rp)
-        {
-            return Err(format!("retention policy not found: {rp}"));
-        }
-        let measurements: Vec<String> = match name {
-            MeasurementMatch::Name(name) => vec![name.clone()],
-            MeasurementMatch::Regex(_) => {
-                let matcher = MeasurementMatcher::new(name)?;
-                storage
-                    .measurements(db)
+        let (data, measurements): (Box<dyn DataSource + '_>, Vec<String>) = match source {
+            Source::Subquery(inner) => {
+                let inner = with_outer_time(inner, select, &plan);
+                let result = execute_select(&inner, context, storage)?;
+                let data = SubqueryData::new(result.series);
+                let measurements = data.measurements()?;
+                (Box::new(data), measurements)
+            }
+            Source::Measurement {
+                database: explicit_db,
+                rp,
+                name,
+            } => {
+                let db = explicit_db
+                    .as_deref()
+                    .or(context.database.as_deref())
+                    .ok_or_else(|| "database name required".to_string())?;
+                require_database(storage, db)?;
+                let rp = match rp.as_deref().or(context.retention_policy.as_deref()) {
+                    Some(rp) => rp.to_string(),
+                    None => storage
+                        .default_retention_policy(db)
+                        .map_err(storage_error)?,
+                };
+                if !storage
+                    .retention_policies(db)
                     .map_err(storage_error)?
-                    .into_iter()
-                    .filter(|m| matcher.matches(m))
-                    .collect()
+                    .iter()
+                    .any(|p| p.name == rp)
+                {
+                    return Err(format!("retention policy not found: {rp}"));
+                }
+                let data = StoredData {
+                    storage,
+                    db: db.to_string(),
+                    rp,
+                };
+                let measurements: Vec<String> = match name {
+                    MeasurementMatch::Name(name) => vec![name.clone()],
+                    MeasurementMatch::Regex(_) => {
+                        let matcher = MeasurementMatcher::new(name)?;
+                        data.measurements()?
+                            .into_iter()
+                            .filter(|m| matcher.matches(m))
+                            .collect()
+                    }
+                };
+                (Box::new(data), measurements)
             }
         };
         for measurement in measurements {
@@ -487,9 +499,7 @@ pub(super) fn execute_select(
             let query = MeasurementQuery {
                 select,
                 plan: &plan,
-                storage,
-                db,
-                rp: &rp,
+                source: data.as_ref(),
                 measurement: &measurement,
                 now: context.now,
                 limits: &context.limits,
@@ -596,13 +606,225 @@ fn check_arguments(name: &str, args: &[Expr]) -> Result<()> {
 struct MeasurementQuery<'a> {
     select: &'a SelectStatement,
     plan: &'a Plan,
-    storage: &'a Storage,
-    db: &'a str,
-    rp: &'a str,
+    source: &'a dyn DataSource,
     measurement: &'a str,
     now: i64,
     limits: &'a QueryLimits,
     counters: &'a Counters,
+}
+
+/// Where a SELECT reads: the storage engine, or the rows of a subquery.
+trait DataSource {
+    fn measurements(&self) -> Result<Vec<String>>;
+    fn field_types(&self, measurement: &str) -> Result<Vec<(String, FieldType)>>;
+    fn tag_keys(&self, measurement: &str) -> Result<Vec<String>>;
+    fn series_where(&self, measurement: &str, keep: &SeriesFilter<'_>) -> Result<Vec<SeriesInfo>>;
+    fn read_field(
+        &self,
+        series_id: u64,
+        field: &str,
+        min: i64,
+        max: i64,
+    ) -> Result<Vec<(i64, Value)>>;
+}
+
+struct StoredData<'a> {
+    storage: &'a Storage,
+    db: String,
+    rp: String,
+}
+
+impl DataSource for StoredData<'_> {
+    fn measurements(&self) -> Result<Vec<String>> {
+        self.storage.measurements(&self.db).map_err(storage_error)
+    }
+    fn field_types(&self, measurement: &str) -> Result<Vec<(String, FieldType)>> {
+        self.storage
+            .field_types(&self.db, measurement)
+            .map_err(storage_error)
+    }
+    fn tag_keys(&self, measurement: &str) -> Result<Vec<String>> {
+        self.storage
+            .tag_keys(&self.db, measurement)
+            .map_err(storage_error)
+    }
+    fn series_where(&self, measurement: &str, keep: &SeriesFilter<'_>) -> Result<Vec<SeriesInfo>> {
+        self.storage
+            .series_where(&self.db, measurement, keep)
+            .map_err(storage_error)
+    }
+    fn read_field(
+        &self,
+        series_id: u64,
+        field: &str,
+        min: i64,
+        max: i64,
+    ) -> Result<Vec<(i64, Value)>> {
+        self.storage
+            .read_field(&self.db, &self.rp, series_id, field, min, max)
+            .map_err(storage_error)
+    }
+}
+
+/// The values of each field of one series, by field name.
+type FieldColumns = BTreeMap<String, Vec<(i64, Value)>>;
+
+/// The result of a subquery, read as measurements: each result series is a
+/// series (its name and GROUP BY tags), each column but time a field.
+struct SubqueryData {
+    series: Vec<(SeriesInfo, FieldColumns)>,
+    fields: BTreeMap<String, BTreeMap<String, FieldType>>,
+}
+
+fn value_of_cell(cell: &Cell) -> Option<Value> {
+    Some(match cell {
+        Cell::Float(v) => Value::Float(*v),
+        Cell::Integer(v) | Cell::Time(v) => Value::Integer(*v),
+        Cell::Unsigned(v) => Value::Unsigned(*v),
+        Cell::String(v) => Value::String(v.clone()),
+        Cell::Boolean(v) => Value::Boolean(*v),
+        Cell::Null => return None,
+    })
+}
+
+impl SubqueryData {
+    fn new(results: Vec<ResultSeries>) -> SubqueryData {
+        let mut series = Vec::new();
+        let mut fields: BTreeMap<String, BTreeMap<String, FieldType>> = BTreeMap::new();
+        for (id, result) in results.into_iter().enumerate() {
+            let measurement = result.name.clone().unwrap_or_default();
+            let mut tags = result.tags.clone().unwrap_or_default();
+            tags.sort();
+            let key = crate::lineproto::series_key(&measurement, &tags);
+            let mut columns: FieldColumns = BTreeMap::new();
+            for row in &result.values {
+                let Some(Cell::Time(time)) = row.first() else {
+                    continue;
+                };
+                for (name, cell) in result.columns.iter().zip(row.iter()).skip(1) {
+                    if let Some(value) = value_of_cell(cell) {
+                        fields
+                            .entry(measurement.clone())
+                            .or_default()
+                            .entry(name.clone())
+                            .or_insert(value.field_type());
+                        columns
+                            .entry(name.clone())
+                            .or_default()
+                            .push((*time, value));
+                    }
+                }
+            }
+            for values in columns.values_mut() {
+                values.sort_by_key(|(time, _)| *time);
+            }
+            series.push((
+                SeriesInfo {
+                    id: id as u64,
+                    measurement,
+                    tags,
+                    key,
+                },
+                columns,
+            ));
+        }
+        SubqueryData { series, fields }
+    }
+}
+
+impl DataSource for SubqueryData {
+    fn measurements(&self) -> Result<Vec<String>> {
+        let names: BTreeSet<String> = self
+            .series
+            .iter()
+            .map(|(info, _)| info.measurement.clone())
+            .collect();
+        Ok(names.into_iter().collect())
+    }
+    fn field_types(&self, measurement: &str) -> Result<Vec<(String, FieldType)>> {
+        Ok(self
+            .fields
+            .get(measurement)
+            .map(|fields| fields.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default())
+    }
+    fn tag_keys(&self, measurement: &str) -> Result<Vec<String>> {
+        let keys: BTreeSet<String> = self
+            .series
+            .iter()
+            .filter(|(info, _)| info.measurement == measurement)
+            .flat_map(|(info, _)| info.tags.iter().map(|(k, _)| k.clone()))
+            .collect();
+        Ok(keys.into_iter().collect())
+    }
+    fn series_where(&self, measurement: &str, keep: &SeriesFilter<'_>) -> Result<Vec<SeriesInfo>> {
+        let mut out: Vec<SeriesInfo> = self
+            .series
+            .iter()
+            .filter(|(info, _)| info.measurement == measurement && keep(&info.tags))
+            .map(|(info, _)| info.clone())
+            .collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+    fn read_field(
+        &self,
+        series_id: u64,
+        field: &str,
+        min: i64,
+        max: i64,
+    ) -> Result<Vec<(i64, Value)>> {
+        let Some((_, columns)) = usize::try_from(series_id)
+            .ok()
+            .and_then(|i| self.series.get(i))
+        else {
+            return Ok(Vec::new());
+        };
+        Ok(columns
+            .get(field)
+            .map(|values| {
+                values
+                    .iter()
+                    .filter(|(t, _)| *t >= min && *t <= max)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}
+
+/// A subquery without a time condition runs over the outer query's time range.
+fn with_outer_time(
+    inner: &SelectStatement,
+    outer: &SelectStatement,
+    plan: &Plan,
+) -> SelectStatement {
+    let mut inner = inner.clone();
+    let inner_has_time = inner.condition.as_ref().is_some_and(mentions_time);
+    let outer_has_time = outer.condition.as_ref().is_some_and(mentions_time);
+    if inner_has_time || !outer_has_time {
+        return inner;
+    }
+    let time = |op, value| {
+        Expr::binary(
+            op,
+            Expr::VarRef {
+                name: "time".into(),
+                data_type: None,
+            },
+            Expr::Integer(value),
+        )
+    };
+    let range = Expr::binary(
+        BinaryOp::And,
+        time(BinaryOp::Gte, plan.min_time),
+        time(BinaryOp::Lte, plan.max_time),
+    );
+    inner.condition = Some(match inner.condition.take() {
+        Some(condition) => Expr::binary(BinaryOp::And, range, Expr::Paren(Box::new(condition))),
+        None => range,
+    });
+    inner
 }
 
 /// What a statement has read so far, against its limits.
@@ -622,15 +844,13 @@ impl MeasurementQuery<'_> {
     fn schema(&self) -> Result<Schema> {
         Ok(Schema {
             fields: self
-                .storage
-                .field_types(self.db, self.measurement)
-                .map_err(storage_error)?
+                .source
+                .field_types(self.measurement)?
                 .into_iter()
                 .collect(),
             tags: self
-                .storage
-                .tag_keys(self.db, self.measurement)
-                .map_err(storage_error)?
+                .source
+                .tag_keys(self.measurement)?
                 .into_iter()
                 .collect(),
         })
@@ -658,15 +878,9 @@ impl MeasurementQuery<'_> {
     fn groups(&self, group_tags: &[String], row_filter: bool) -> Result<Vec<Group>> {
         let series = match (&self.plan.residual, row_filter) {
             (Some(residual), false) => self
-                .storage
-                .series_where(self.db, self.measurement, &|tags| {
-                    tag_filter(residual, tags)
-                })
-                .map_err(storage_error)?,
-            _ => self
-                .storage
-                .series(self.db, self.measurement)
-                .map_err(storage_error)?,
+                .source
+                .series_where(self.measurement, &|tags| tag_filter(residual, tags))?,
+            _ => self.source.series_where(self.measurement, &|_| true)?,
         };
         let total = self.counters.series.get() + series.len() as u64;
         self.counters.series.set(total);
@@ -733,10 +947,7 @@ impl MeasurementQuery<'_> {
         {
             return Err("query-timeout limit exceeded".into());
         }
-        let values = self
-            .storage
-            .read_field(self.db, self.rp, series_id, field, min, max)
-            .map_err(storage_error)?;
+        let values = self.source.read_field(series_id, field, min, max)?;
         let total = self.counters.points.get() + values.len() as u64;
         self.counters.points.set(total);
         if self.limits.max_points > 0 && total > self.limits.max_points {
