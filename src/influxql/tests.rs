@@ -368,3 +368,47 @@ fn subqueries_read_the_inner_result() {
             .contains("[[15,23]]")
     );
 }
+
+#[test]
+fn transformations_of_raw_fields_run_per_series() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = Storage::open(StorageOptions::for_test(dir.path().to_path_buf())).expect("open");
+    storage.create_database("db", None).expect("create");
+    let s = 1_000_000_000i64;
+    let body = format!(
+        "c,host=a n=1i {}\nc,host=a n=3i {}\nc,host=b n=10i {}\nc,host=b n=40i {}",
+        s,
+        2 * s,
+        s,
+        3 * s
+    );
+    let batch = lineproto::parse(body.as_bytes(), Precision::Nanosecond, 0);
+    storage.write("db", None, &batch.points).expect("write");
+    let context = QueryContext {
+        database: Some("db".into()),
+        retention_policy: None,
+        now: 0,
+        limits: QueryLimits::default(),
+    };
+    let run = |q: &str| {
+        String::from_utf8(encode_json(
+            &execute(&parse(q).expect("parse"), &context, &storage),
+            Epoch::Units(s),
+            false,
+        ))
+        .expect("utf8")
+    };
+    // a: (3-1)/1s = 2 at 2s; b: (40-10)/2s = 15 at 3s.
+    assert!(
+        run("SELECT derivative(n, 1s) FROM c").contains("\"values\":[[2,2],[3,15]]"),
+        "{}",
+        run("SELECT derivative(n, 1s) FROM c")
+    );
+    assert!(run("SELECT difference(n) FROM c").contains("\"values\":[[2,2],[3,30]]"));
+    assert!(run("SELECT cumulative_sum(n) FROM c WHERE host = 'b'")
+        .contains("\"values\":[[1,10],[3,50]]"));
+    assert!(
+        run("SELECT derivative(n) FROM c ORDER BY time DESC LIMIT 1")
+            .contains("\"values\":[[3,15]]")
+    );
+}

@@ -431,11 +431,6 @@ pub(super) fn execute_select(
         return Err("GROUP BY requires at least one aggregate function".into());
     }
     for field in &select.fields {
-        if let Expr::Call { name, .. } = &field.expr {
-            if TRANSFORMS.contains(&name.as_str()) && !contains_aggregate(&field.expr) {
-                return Err(format!("{name}() on raw fields is not supported yet"));
-            }
-        }
         check_known_calls(&field.expr)?;
     }
     let plan = plan_condition(select.condition.as_ref(), context.now)?;
@@ -1057,11 +1052,32 @@ impl MeasurementQuery<'_> {
         let schema = self.schema()?;
         let group_tags = self.group_tags(&schema)?;
         let columns = expand_columns(self.select, &schema, &group_tags)?;
+        // A transformation of a raw field (derivative(v), difference(v), …)
+        // runs over each series' rows before they are merged and limited.
+        let transforms: Vec<(usize, &str, &[Expr])> = columns
+            .iter()
+            .enumerate()
+            .filter_map(|(index, column)| match &column.expr {
+                Expr::Call { name, args } if TRANSFORMS.contains(&name.as_str()) => {
+                    Some((index, name.as_str(), args.as_slice()))
+                }
+                _ => None,
+            })
+            .collect();
+        if transforms.len() > 1 {
+            return Err("only one transformation per query is supported yet".into());
+        }
+        if let Some((_, name, args)) = transforms.first() {
+            if !matches!(args.first(), Some(Expr::VarRef { .. })) {
+                return Err(format!("expected field argument in {name}()"));
+            }
+        }
+        let transform_column = transforms.first().copied();
         // Fields the output needs; a row exists when one of them has a value.
         let mut selected: Vec<String> = Vec::new();
         for column in &columns {
             let mut refs = Vec::new();
-            raw_refs(&column.expr, &mut refs);
+            raw_refs(strip_transform(&column.expr), &mut refs);
             for name in refs {
                 let is_field = schema.fields.contains_key(name) && !is_tag_ref(&column.expr, name);
                 if is_field && !selected.iter().any(|s| s == name) {
@@ -1093,7 +1109,8 @@ impl MeasurementQuery<'_> {
             let mut tables: Vec<Table> = Vec::with_capacity(group.series.len());
             let mut candidates: Vec<(i64, usize, usize)> = Vec::new();
             for (member, series) in group.series.iter().enumerate() {
-                let table = self.read_table(series, &needed, row_filter)?;
+                let table =
+                    self.read_table(series, &needed, row_filter || transform_column.is_some())?;
                 for row in 0..table.times.len() {
                     if !selected
                         .iter()
@@ -1126,14 +1143,21 @@ impl MeasurementQuery<'_> {
                 tables.push(table);
             }
             candidates.sort_unstable_by_key(|(time, member, _)| (*time, *member));
-            if self.select.descending {
+            if transform_column.is_none() && self.select.descending {
                 candidates.reverse();
             }
-            let kept = candidates.into_iter().skip(offset).take(if limit == 0 {
+            let take = if limit == 0 || transform_column.is_some() {
                 usize::MAX
             } else {
                 limit
-            });
+            };
+            let skip = if transform_column.is_some() {
+                0
+            } else {
+                offset
+            };
+            let kept = candidates.into_iter().skip(skip).take(take);
+            let mut members: Vec<usize> = Vec::new();
             let mut rows = Vec::new();
             for (time, member, row_index) in kept {
                 let (Some(series), Some(table)) = (group.series.get(member), tables.get(member))
@@ -1163,8 +1187,42 @@ impl MeasurementQuery<'_> {
                 };
                 let mut row = Vec::with_capacity(columns.len() + 1);
                 row.push(Cell::Time(time));
-                row.extend(columns.iter().map(|column| evaluate(&column.expr, &lookup)));
+                row.extend(
+                    columns
+                        .iter()
+                        .map(|column| evaluate(strip_transform(&column.expr), &lookup)),
+                );
                 rows.push(row);
+                members.push(member);
+            }
+            if let Some((index, name, args)) = transform_column {
+                // Per series, in time order; then merged, ordered and limited.
+                let mut merged: Vec<(i64, usize, Vec<Cell>)> = Vec::new();
+                for member in 0..group.series.len() {
+                    let own: Vec<Vec<Cell>> = rows
+                        .iter()
+                        .zip(&members)
+                        .filter(|(_, m)| **m == member)
+                        .map(|(row, _)| row.clone())
+                        .collect();
+                    for row in transform(name, args, own, index + 1)? {
+                        let time = match row.first() {
+                            Some(Cell::Time(time)) => *time,
+                            _ => 0,
+                        };
+                        merged.push((time, member, row));
+                    }
+                }
+                merged.sort_by_key(|(time, member, _)| (*time, *member));
+                if self.select.descending {
+                    merged.reverse();
+                }
+                rows = merged
+                    .into_iter()
+                    .skip(offset)
+                    .take(if limit == 0 { usize::MAX } else { limit })
+                    .map(|(_, _, row)| row)
+                    .collect();
             }
             groups.push((group.tag_values, column_names.clone(), rows));
         }
