@@ -332,26 +332,8 @@ fn limit_narrowing_keeps_rows_of_other_fields() {
 
 #[test]
 fn subqueries_read_the_inner_result() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let storage = Storage::open(StorageOptions::for_test(dir.path().to_path_buf())).expect("open");
-    storage.create_database("db", None).expect("create");
     let body = "cpu,host=a v=1 10\ncpu,host=a v=3 20\ncpu,host=b v=10 10\ncpu,host=b v=20 30";
-    let batch = lineproto::parse(body.as_bytes(), Precision::Nanosecond, 0);
-    storage.write("db", None, &batch.points).expect("write");
-    let context = QueryContext {
-        database: Some("db".into()),
-        retention_policy: None,
-        now: 100,
-        limits: QueryLimits::default(),
-    };
-    let run = |q: &str| {
-        String::from_utf8(encode_json(
-            &execute(&parse(q).expect("parse"), &context, &storage),
-            Epoch::Units(1),
-            false,
-        ))
-        .expect("utf8")
-    };
+    let (_dir, run) = loaded(body, 100, 1);
     // mean per host: a = 2, b = 15; the outer max picks b's.
     assert_eq!(
         run("SELECT max(mean) FROM (SELECT mean(v) FROM cpu GROUP BY host)"),
@@ -371,9 +353,6 @@ fn subqueries_read_the_inner_result() {
 
 #[test]
 fn transformations_of_raw_fields_run_per_series() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let storage = Storage::open(StorageOptions::for_test(dir.path().to_path_buf())).expect("open");
-    storage.create_database("db", None).expect("create");
     let s = 1_000_000_000i64;
     let body = format!(
         "c,host=a n=1i {}\nc,host=a n=3i {}\nc,host=b n=10i {}\nc,host=b n=40i {}",
@@ -382,22 +361,7 @@ fn transformations_of_raw_fields_run_per_series() {
         s,
         3 * s
     );
-    let batch = lineproto::parse(body.as_bytes(), Precision::Nanosecond, 0);
-    storage.write("db", None, &batch.points).expect("write");
-    let context = QueryContext {
-        database: Some("db".into()),
-        retention_policy: None,
-        now: 0,
-        limits: QueryLimits::default(),
-    };
-    let run = |q: &str| {
-        String::from_utf8(encode_json(
-            &execute(&parse(q).expect("parse"), &context, &storage),
-            Epoch::Units(s),
-            false,
-        ))
-        .expect("utf8")
-    };
+    let (_dir, run) = loaded(&body, 0, s);
     // a: (3-1)/1s = 2 at 2s; b: (40-10)/2s = 15 at 3s.
     assert!(
         run("SELECT derivative(n, 1s) FROM c").contains("\"values\":[[2,2],[3,15]]"),
@@ -410,5 +374,66 @@ fn transformations_of_raw_fields_run_per_series() {
     assert!(
         run("SELECT derivative(n) FROM c ORDER BY time DESC LIMIT 1")
             .contains("\"values\":[[3,15]]")
+    );
+}
+
+/// A database `db` holding `body` (nanosecond line protocol) and a function
+/// that runs a query on it and gives the JSON answer with epoch `unit`.
+fn loaded(body: &str, now: i64, unit: i64) -> (tempfile::TempDir, impl Fn(&str) -> String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = Storage::open(StorageOptions::for_test(dir.path().to_path_buf())).expect("open");
+    storage.create_database("db", None).expect("create");
+    let batch = lineproto::parse(body.as_bytes(), Precision::Nanosecond, 0);
+    storage.write("db", None, &batch.points).expect("write");
+    let context = QueryContext {
+        database: Some("db".into()),
+        retention_policy: None,
+        now,
+        limits: QueryLimits::default(),
+    };
+    let run = move |q: &str| {
+        String::from_utf8(encode_json(
+            &execute(&parse(q).expect("parse"), &context, &storage),
+            Epoch::Units(unit),
+            false,
+        ))
+        .expect("utf8")
+    };
+    (dir, run)
+}
+
+#[test]
+fn sample_keeps_n_points_in_time_order() {
+    let body: String = (1..=20).map(|i| format!("m v={i} {i}\n")).collect();
+    let (_dir, run) = loaded(&body, 0, 1);
+    for _ in 0..20 {
+        let answer: serde_json::Value =
+            serde_json::from_str(&run("SELECT sample(v, 3) FROM m")).expect("json");
+        let values = answer["results"][0]["series"][0]["values"]
+            .as_array()
+            .expect("values")
+            .clone();
+        assert_eq!(values.len(), 3, "{answer}");
+        let times: Vec<i64> = values.iter().filter_map(|row| row[0].as_i64()).collect();
+        assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
+        // A sampled point is a real point: its value is its time.
+        assert!(values.iter().all(|row| row[0].as_f64() == row[1].as_f64()));
+    }
+    // More than there are: every point once.
+    assert!(run("SELECT sample(v, 50) FROM m WHERE time <= 3")
+        .contains("\"values\":[[1,1],[2,2],[3,3]]"));
+    // Per window of GROUP BY time.
+    let grouped: serde_json::Value = serde_json::from_str(&run(
+        "SELECT sample(v, 1) FROM m WHERE time >= 1 AND time <= 20 GROUP BY time(10ns)",
+    ))
+    .expect("json");
+    assert_eq!(
+        grouped["results"][0]["series"][0]["values"]
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
+    assert!(
+        run("SELECT sample(v, 0) FROM m").contains("sample window must be greater than 1, got 0")
     );
 }

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::*;
 use crate::influxql::QueryLimits;
 use crate::storage::SeriesFilter;
+use rand::seq::IteratorRandom;
 
 /// Aggregates and selectors: they reduce the points of a window.
 const AGGREGATES: &[&str] = &[
@@ -2292,7 +2293,30 @@ fn reduce(
                 one(Cell::Float(area))
             }
         }
-        "sample" => return Err("sample() is not supported yet".into()),
+        "sample" => {
+            // InfluxDB keeps N points chosen uniformly at random (reservoir
+            // sampling), returned in time order.
+            let size = number_arg(args, 1)
+                .filter(|n| n.fract() == 0.0)
+                .ok_or("expected integer argument in sample()")?;
+            if size < 1.0 {
+                return Err(format!("sample window must be greater than 1, got {size}"));
+            }
+            let mut chosen: Vec<&Point> = points
+                .iter()
+                .choose_multiple(&mut rand::thread_rng(), size as usize);
+            chosen.sort_by_key(|p| (p.time, p.member));
+            Reduced::Many(
+                chosen
+                    .into_iter()
+                    .map(|point| Item {
+                        time: Some(point.time),
+                        value: point.value.clone(),
+                        tags: Vec::new(),
+                    })
+                    .collect(),
+            )
+        }
         other => return Err(format!("unsupported call: {other}")),
     })
 }
