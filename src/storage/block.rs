@@ -112,6 +112,21 @@ impl Column {
         }
     }
 
+    /// Points with `min <= time <= max` as (time, value), versions aside.
+    pub fn values_into(&self, min: i64, max: i64, out: &mut Vec<(i64, Value)>) {
+        let start = self.times.partition_point(|&time| time < min);
+        let end = self.times.partition_point(|&time| time <= max);
+        if start >= end {
+            return;
+        }
+        out.reserve(end - start);
+        for index in start..end {
+            if let Some(value) = self.values.get(index) {
+                out.push((self.times[index], value));
+            }
+        }
+    }
+
     /// Sorted by time, one value per timestamp (the highest version, the last
     /// written on a tie): the form a block stores.
     pub fn normalized(&self) -> Column {

@@ -29,7 +29,7 @@ use super::catalog::{CatalogState, RpMeta};
 use super::wal::{self, Wal};
 use super::{
     FieldType, RetentionPolicyInfo, RetentionPolicySpec, RetentionPolicyUpdate, SeriesFilter,
-    SeriesInfo, StorageError, StorageOptions, Value, WriteOutcome,
+    SeriesInfo, StorageError, StorageOptions, Take, Value, WriteOutcome,
 };
 use crate::lineproto::{self, FieldValue, Point};
 
@@ -956,7 +956,7 @@ impl Engine {
     }
 
     pub fn series(&self, db: &str, measurement: &str) -> Result<Vec<SeriesInfo>, StorageError> {
-        self.series_where(db, measurement, &|_| true)
+        self.series_where(db, measurement, &SeriesFilter::all())
     }
 
     /// The series of a measurement whose tags satisfy `keep`, sorted by key;
@@ -969,17 +969,35 @@ impl Engine {
     ) -> Result<Vec<SeriesInfo>, StorageError> {
         let (_, index) = self.index(db)?;
         let index = index.read();
-        let mut series: Vec<SeriesInfo> = index
-            .by_measurement
-            .get(measurement)
-            .map(|ids| {
-                ids.iter()
-                    .filter_map(|id| index.series.get(id))
-                    .filter(|entry| keep(&entry.info.tags))
-                    .map(|entry| entry.info.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let Some(all) = index.by_measurement.get(measurement) else {
+            return Ok(Vec::new());
+        };
+        // Candidates from the inverted index: the smallest posting list of
+        // the required tag values (each must hold anyway), else every series.
+        let mut lists: Vec<&BTreeSet<u64>> = Vec::with_capacity(keep.equal.len());
+        for (key, value) in &keep.equal {
+            match index
+                .postings
+                .get(measurement)
+                .and_then(|keys| keys.get(*key))
+                .and_then(|values| values.get(*value))
+            {
+                Some(ids) => lists.push(ids),
+                None => return Ok(Vec::new()),
+            }
+        }
+        let candidates = lists
+            .iter()
+            .min_by_key(|ids| ids.len())
+            .copied()
+            .unwrap_or(all);
+        let mut series: Vec<SeriesInfo> = candidates
+            .iter()
+            .filter(|id| lists.iter().all(|ids| ids.contains(id)))
+            .filter_map(|id| index.series.get(id))
+            .filter(|entry| (keep.keep)(&entry.info.tags))
+            .map(|entry| entry.info.clone())
+            .collect();
         series.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(series)
     }
@@ -1128,6 +1146,7 @@ impl Engine {
         field: &str,
         min_time: i64,
         max_time: i64,
+        take: Option<Take>,
     ) -> Result<Vec<(i64, Value)>, StorageError> {
         let (db_id, rp_id, field_id, token) = {
             let catalog = self.catalog.read();
@@ -1181,6 +1200,7 @@ impl Engine {
             .map(|(_, keyspace)| keyspace.clone())
             .collect();
         let prefix = block_prefix(token, series_id, field_id);
+        let mut blocks: Vec<(i64, i64, fjall::Slice)> = Vec::new();
         for keyspace in keyspaces {
             for item in keyspace.prefix(prefix) {
                 let (_, value) = item.into_inner().map_err(engine_error)?;
@@ -1188,21 +1208,58 @@ impl Engine {
                 if last < min_time || first > max_time {
                     continue;
                 }
-                block::decode(&value)?.collect_into(min_time, max_time, &mut points);
+                blocks.push((first, last, value));
             }
         }
+        let mut buffered_points: Vec<(i64, u64, Value)> = Vec::new();
         for frozen in self.frozen.read().iter() {
             if let Some(buffered) = frozen.columns.get(&key) {
                 buffered
                     .column
-                    .collect_into(min_time, max_time, &mut points);
+                    .collect_into(min_time, max_time, &mut buffered_points);
             }
         }
         if let Some(buffered) = self.buffer.lock().columns.get(&key) {
             buffered
                 .column
-                .collect_into(min_time, max_time, &mut points);
+                .collect_into(min_time, max_time, &mut buffered_points);
         }
+        // The common case of cold data: nothing buffered and blocks that do
+        // not overlap in time. Each block is sorted with one value per
+        // timestamp, so they just follow one another.
+        if take.is_none() && buffered_points.is_empty() {
+            blocks.sort_by_key(|(first, _, _)| *first);
+            if blocks.windows(2).all(|pair| pair[0].1 < pair[1].0) {
+                let mut out: Vec<(i64, Value)> = Vec::new();
+                for (_, _, value) in &blocks {
+                    block::decode(value)?.values_into(min_time, max_time, &mut out);
+                }
+                return Ok(out);
+            }
+        }
+        // With `take`, blocks are decoded from the wanted end of the range
+        // until the next one cannot hold any of the n wanted timestamps.
+        match take {
+            None => {}
+            Some(Take::First(_)) => blocks.sort_by_key(|(first, _, _)| *first),
+            Some(Take::Last(_)) => blocks.sort_by_key(|(_, last, _)| std::cmp::Reverse(*last)),
+        }
+        for (first, last, value) in blocks {
+            if let Some(take) = take {
+                if let Some(cut) = take.cut_off(&points, &buffered_points) {
+                    let beyond = match take {
+                        Take::First(_) => first > cut,
+                        Take::Last(_) => last < cut,
+                    };
+                    if beyond {
+                        break;
+                    }
+                }
+            }
+            block::decode(&value)?.collect_into(min_time, max_time, &mut points);
+        }
+        // Blocks before buffers, so that on equal versions the buffer wins.
+        points.append(&mut buffered_points);
         // Stable sort: on equal (time, version) the later source wins.
         points.sort_by_key(|(time, version, _)| (*time, *version));
         let mut out: Vec<(i64, Value)> = Vec::with_capacity(points.len());
@@ -1212,6 +1269,7 @@ impl Engine {
                 _ => out.push((time, value)),
             }
         }
+        Take::apply(take, &mut out);
         Ok(out)
     }
 

@@ -35,7 +35,68 @@ use engine::Engine;
 use crate::lineproto::Point;
 
 /// A predicate over a series' tags (sorted by key).
-pub type SeriesFilter<'a> = dyn Fn(&[(String, String)]) -> bool + 'a;
+pub struct SeriesFilter<'a> {
+    /// Tag values every selected series has (`key = 'value'` conjuncts of
+    /// the condition): answered from the inverted index.
+    pub equal: Vec<(&'a str, &'a str)>,
+    /// The whole test, run on each candidate's tags.
+    pub keep: &'a dyn Fn(&[(String, String)]) -> bool,
+}
+
+impl SeriesFilter<'_> {
+    /// Whether a series with these tags is selected.
+    pub fn admits(&self, tags: &[(String, String)]) -> bool {
+        self.equal
+            .iter()
+            .all(|(key, value)| tags.iter().any(|(k, v)| k == key && v == value))
+            && (self.keep)(tags)
+    }
+
+    pub fn all() -> SeriesFilter<'static> {
+        SeriesFilter {
+            equal: Vec::new(),
+            keep: &|_| true,
+        }
+    }
+}
+
+/// Only the first or the last `n` distinct timestamps of a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    First(usize),
+    Last(usize),
+}
+
+impl Take {
+    /// Keep only the wanted points of `points`, which are in time order
+    /// with distinct timestamps.
+    pub fn apply<T>(take: Option<Take>, points: &mut Vec<T>) {
+        match take {
+            Some(Take::First(n)) => points.truncate(n),
+            Some(Take::Last(n)) => {
+                let excess = points.len().saturating_sub(n);
+                points.drain(..excess);
+            }
+            None => {}
+        }
+    }
+
+    /// The n-th wanted timestamp among the points read so far, if there are
+    /// n: a block entirely beyond it cannot change the answer.
+    fn cut_off(self, a: &[(i64, u64, Value)], b: &[(i64, u64, Value)]) -> Option<i64> {
+        let mut times: Vec<i64> = a.iter().chain(b).map(|(time, _, _)| *time).collect();
+        times.sort_unstable();
+        times.dedup();
+        match self {
+            Take::First(n) => times.get(n.checked_sub(1)?).copied(),
+            Take::Last(n) => times
+                .len()
+                .checked_sub(n)
+                .and_then(|i| times.get(i))
+                .copied(),
+        }
+    }
+}
 
 /// The retention policy every new database gets.
 pub const DEFAULT_RP_NAME: &str = "autogen";
@@ -371,8 +432,9 @@ impl Storage {
         field: &str,
         min_time: i64,
         max_time: i64,
+        take: Option<Take>,
     ) -> Result<Vec<(i64, Value)>, StorageError> {
         self.engine
-            .read_field(db, rp, series_id, field, min_time, max_time)
+            .read_field(db, rp, series_id, field, min_time, max_time, take)
     }
 }

@@ -25,7 +25,7 @@ fn values(
         .into_iter()
         .map(|series| {
             let points = storage
-                .read_field(db, "autogen", series.id, field, i64::MIN, i64::MAX)
+                .read_field(db, "autogen", series.id, field, i64::MIN, i64::MAX, None)
                 .expect("read");
             (series.key, points)
         })
@@ -198,7 +198,7 @@ fn retention_drops_expired_shard_groups() {
     let read = |storage: &Storage| {
         let series = storage.series("db", "m").expect("series");
         storage
-            .read_field("db", "short", series[0].id, "v", i64::MIN, i64::MAX)
+            .read_field("db", "short", series[0].id, "v", i64::MIN, i64::MAX, None)
             .expect("read")
     };
     assert_eq!(read(&storage).len(), 2);
@@ -231,4 +231,35 @@ fn concurrent_writers_share_fsyncs_and_lose_nothing() {
     let got = values(&storage, "db", "m", "v");
     assert_eq!(got.len(), 4);
     assert!(got.iter().all(|(_, points)| points.len() == 50));
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+    /// Reading only the first or last n timestamps gives the ends of the
+    /// full read, however the points lie over blocks (overlapping ones,
+    /// overwrites) and the write buffer.
+    #[test]
+    fn take_gives_the_ends_of_the_full_read(
+        batches in proptest::collection::vec(proptest::collection::vec((0i64..200, 0i32..5), 1..30), 1..6),
+        n in 1usize..40,
+        flush_mask in 0u8..64,
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = open(dir.path());
+        storage.create_database("db", None).expect("create");
+        for (index, batch) in batches.iter().enumerate() {
+            let body: String = batch.iter().map(|(t, v)| format!("m v={v} {t}\n")).collect();
+            write(&storage, "db", &body);
+            if flush_mask & (1 << index) != 0 {
+                storage.flush().expect("flush");
+            }
+        }
+        let id = storage.series("db", "m").expect("series")[0].id;
+        let read = |take| storage.read_field("db", "autogen", id, "v", 20, 180, take).expect("read");
+        let all = read(None);
+        let first: Vec<_> = all.iter().take(n).cloned().collect();
+        let last: Vec<_> = all[all.len().saturating_sub(n)..].to_vec();
+        proptest::prop_assert_eq!(read(Some(Take::First(n))), first);
+        proptest::prop_assert_eq!(read(Some(Take::Last(n))), last);
+    }
 }

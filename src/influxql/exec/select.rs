@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
 use crate::influxql::QueryLimits;
-use crate::storage::SeriesFilter;
+use crate::storage::{SeriesFilter, Take};
 use rand::seq::IteratorRandom;
 
 /// Aggregates and selectors: they reduce the points of a window.
@@ -621,6 +621,7 @@ trait DataSource {
         field: &str,
         min: i64,
         max: i64,
+        take: Option<Take>,
     ) -> Result<Vec<(i64, Value)>>;
 }
 
@@ -655,9 +656,10 @@ impl DataSource for StoredData<'_> {
         field: &str,
         min: i64,
         max: i64,
+        take: Option<Take>,
     ) -> Result<Vec<(i64, Value)>> {
         self.storage
-            .read_field(&self.db, &self.rp, series_id, field, min, max)
+            .read_field(&self.db, &self.rp, series_id, field, min, max, take)
             .map_err(storage_error)
     }
 }
@@ -757,7 +759,7 @@ impl DataSource for SubqueryData {
         let mut out: Vec<SeriesInfo> = self
             .series
             .iter()
-            .filter(|(info, _)| info.measurement == measurement && keep(&info.tags))
+            .filter(|(info, _)| info.measurement == measurement && keep.admits(&info.tags))
             .map(|(info, _)| info.clone())
             .collect();
         out.sort_by(|a, b| a.key.cmp(&b.key));
@@ -769,6 +771,7 @@ impl DataSource for SubqueryData {
         field: &str,
         min: i64,
         max: i64,
+        take: Option<Take>,
     ) -> Result<Vec<(i64, Value)>> {
         let Some((_, columns)) = usize::try_from(series_id)
             .ok()
@@ -776,7 +779,7 @@ impl DataSource for SubqueryData {
         else {
             return Ok(Vec::new());
         };
-        Ok(columns
+        let mut values: Vec<(i64, Value)> = columns
             .get(field)
             .map(|values| {
                 values
@@ -785,7 +788,9 @@ impl DataSource for SubqueryData {
                     .cloned()
                     .collect()
             })
-            .unwrap_or_default())
+            .unwrap_or_default();
+        Take::apply(take, &mut values);
+        Ok(values)
     }
 }
 
@@ -871,13 +876,23 @@ impl MeasurementQuery<'_> {
     }
 
     /// Series matching the tag part of the condition, grouped by GROUP BY tags.
-    fn groups(&self, group_tags: &[String], row_filter: bool) -> Result<Vec<Group>> {
-        let series = match (&self.plan.residual, row_filter) {
-            (Some(residual), false) => self
-                .source
-                .series_where(self.measurement, &|tags| tag_filter(residual, tags))?,
-            _ => self.source.series_where(self.measurement, &|_| true)?,
+    fn groups(&self, group_tags: &[String], condition_fields: &[String]) -> Result<Vec<Group>> {
+        let row_filter = !condition_fields.is_empty();
+        let tag_test = |tags: &[(String, String)]| match &self.plan.residual {
+            Some(residual) if !row_filter => tag_filter(residual, tags),
+            _ => true,
         };
+        let mut equal = Vec::new();
+        if let Some(residual) = &self.plan.residual {
+            required_tags(residual, condition_fields, &mut equal);
+        }
+        let series = self.source.series_where(
+            self.measurement,
+            &SeriesFilter {
+                equal,
+                keep: &tag_test,
+            },
+        )?;
         let total = self.counters.series.get() + series.len() as u64;
         self.counters.series.set(total);
         if self.limits.max_series > 0 && total > self.limits.max_series {
@@ -927,7 +942,12 @@ impl MeasurementQuery<'_> {
     /// One field of one series in the query's time range, counted against
     /// the point limit, unless the deadline has passed.
     fn read_limited(&self, series_id: u64, field: &str) -> Result<Vec<(i64, Value)>> {
-        self.read_limited_in(series_id, field, (self.plan.min_time, self.plan.max_time))
+        self.read_limited_in(
+            series_id,
+            field,
+            (self.plan.min_time, self.plan.max_time),
+            None,
+        )
     }
 
     fn read_limited_in(
@@ -935,6 +955,7 @@ impl MeasurementQuery<'_> {
         series_id: u64,
         field: &str,
         (min, max): (i64, i64),
+        take: Option<Take>,
     ) -> Result<Vec<(i64, Value)>> {
         if self
             .limits
@@ -943,7 +964,7 @@ impl MeasurementQuery<'_> {
         {
             return Err("query-timeout limit exceeded".into());
         }
-        let values = self.source.read_field(series_id, field, min, max)?;
+        let values = self.source.read_field(series_id, field, min, max, take)?;
         let total = self.counters.points.get() + values.len() as u64;
         self.counters.points.set(total);
         if self.limits.max_points > 0 && total > self.limits.max_points {
@@ -1092,9 +1113,9 @@ impl MeasurementQuery<'_> {
         let condition_fields = self.condition_fields(&schema);
         let row_filter = !condition_fields.is_empty();
         let mut needed = selected.clone();
-        for name in condition_fields {
-            if !needed.contains(&name) {
-                needed.push(name);
+        for name in &condition_fields {
+            if !needed.contains(name) {
+                needed.push(name.clone());
             }
         }
         let column_names: Vec<String> = std::iter::once("time".to_string())
@@ -1104,7 +1125,7 @@ impl MeasurementQuery<'_> {
         let limit = usize::try_from(self.select.limit).unwrap_or(usize::MAX);
         let offset = usize::try_from(self.select.offset).unwrap_or(usize::MAX);
         let mut groups = Vec::new();
-        for group in self.groups(&group_tags, row_filter)? {
+        for group in self.groups(&group_tags, &condition_fields)? {
             // Columnar rows per series; rows are evaluated only once they
             // survive ORDER BY, OFFSET and LIMIT.
             let mut tables: Vec<Table> = Vec::with_capacity(group.series.len());
@@ -1248,14 +1269,20 @@ impl MeasurementQuery<'_> {
             .unwrap_or(usize::MAX);
         let mut range = (self.plan.min_time, self.plan.max_time);
         for (index, field) in fields.iter().enumerate() {
-            let mut values = self.read_limited_in(series.id, field, range)?;
-            if index == 0 && self.select.limit > 0 && !row_filter && values.len() > wanted {
-                if self.select.descending {
-                    range.0 = values[values.len() - wanted].0;
-                    values.drain(..values.len() - wanted);
-                } else {
-                    range.1 = values[wanted - 1].0;
-                    values.truncate(wanted);
+            let bounded = index == 0 && self.select.limit > 0 && !row_filter;
+            let take = match (bounded, self.select.descending) {
+                (false, _) => None,
+                (true, true) => Some(Take::Last(wanted)),
+                (true, false) => Some(Take::First(wanted)),
+            };
+            let values = self.read_limited_in(series.id, field, range, take)?;
+            if bounded && values.len() == wanted {
+                if let (Some(first), Some(last)) = (values.first(), values.last()) {
+                    if self.select.descending {
+                        range.0 = first.0;
+                    } else {
+                        range.1 = last.0;
+                    }
                 }
             }
             columns.push(values);
@@ -1323,9 +1350,9 @@ impl MeasurementQuery<'_> {
         let condition_fields = self.condition_fields(&schema);
         let row_filter = !condition_fields.is_empty();
         let mut read_fields = needed.clone();
-        for name in condition_fields {
-            if !read_fields.contains(&name) {
-                read_fields.push(name);
+        for name in &condition_fields {
+            if !read_fields.contains(name) {
+                read_fields.push(name.clone());
             }
         }
         let interval = self.select.dimensions.iter().find_map(|d| match d {
@@ -1349,7 +1376,7 @@ impl MeasurementQuery<'_> {
         // replica will send for a coordinator to merge).
         let streaming = raw_fields.is_empty() && !row_filter && calls.iter().all(is_decomposable);
         let mut groups = Vec::new();
-        for group in self.groups(&group_tags, row_filter)? {
+        for group in self.groups(&group_tags, &condition_fields)? {
             let mut rows_by_series: Vec<BTreeMap<i64, BTreeMap<String, Value>>> = Vec::new();
             // (window start, window end, results, whether the window saw a point)
             let mut computed: Vec<(i64, Vec<Reduced>, bool)> = Vec::new();
@@ -1497,7 +1524,7 @@ impl MeasurementQuery<'_> {
                         states = Some(
                             partials
                                 .entry(start)
-                                .or_insert_with(|| vec![Partial::default(); calls.len()]),
+                                .or_insert_with(|| calls.iter().map(Partial::for_call).collect()),
                         );
                     }
                     let cell = cell_of(&value);
@@ -1678,6 +1705,44 @@ impl MeasurementQuery<'_> {
     }
 }
 
+/// The `tag = 'value'` conjuncts of a condition (a series without them
+/// cannot match); `fields` are the names the condition uses as fields.
+fn required_tags<'a>(condition: &'a Expr, fields: &[String], out: &mut Vec<(&'a str, &'a str)>) {
+    match condition {
+        Expr::Paren(inner) => required_tags(inner, fields, out),
+        Expr::Binary {
+            op: BinaryOp::And,
+            lhs,
+            rhs,
+        } => {
+            required_tags(lhs, fields, out);
+            required_tags(rhs, fields, out);
+        }
+        Expr::Binary {
+            op: BinaryOp::Eq,
+            lhs,
+            rhs,
+        } => {
+            let pair = match (lhs.as_ref(), rhs.as_ref()) {
+                (Expr::VarRef { name, data_type }, Expr::String(value))
+                | (Expr::String(value), Expr::VarRef { name, data_type }) => {
+                    Some((name, data_type, value))
+                }
+                _ => None,
+            };
+            if let Some((name, data_type, value)) = pair {
+                // A missing tag compares as '': that is not in the index.
+                let is_tag = *data_type == Some(DataType::Tag)
+                    || (data_type.is_none() && !fields.contains(name));
+                if is_tag && !value.is_empty() {
+                    out.push((name.as_str(), value.as_str()));
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 fn is_tag_ref(expr: &Expr, name: &str) -> bool {
     match expr {
         Expr::VarRef { name: n, data_type } => n == name && *data_type == Some(DataType::Tag),
@@ -1829,10 +1894,34 @@ struct Partial {
     max: Option<(Cell, i64, usize)>,
     first: Option<(Cell, i64, usize)>,
     last: Option<(Cell, i64, usize)>,
+    /// What the call needs: the rest is not tracked.
+    wants: Wants,
+}
+
+/// The parts of a [`Partial`] a call reads.
+#[derive(Debug, Clone, Copy)]
+struct Wants {
+    sums: bool,
+    min: bool,
+    max: bool,
+    first: bool,
+    last: bool,
 }
 
 impl Default for Partial {
     fn default() -> Self {
+        Partial::with(Wants {
+            sums: true,
+            min: true,
+            max: true,
+            first: true,
+            last: true,
+        })
+    }
+}
+
+impl Partial {
+    fn with(wants: Wants) -> Partial {
         Partial {
             count: 0,
             float_sum: 0.0,
@@ -1842,11 +1931,30 @@ impl Default for Partial {
             max: None,
             first: None,
             last: None,
+            wants,
         }
     }
-}
 
-impl Partial {
+    /// A state that tracks only what `call` needs.
+    fn for_call(call: &Expr) -> Partial {
+        let name = match call {
+            Expr::Call { name, .. } => name.as_str(),
+            _ => "",
+        };
+        match name {
+            "count" | "sum" | "mean" | "min" | "max" | "first" | "last" | "spread" => {
+                Partial::with(Wants {
+                    sums: matches!(name, "sum" | "mean"),
+                    min: matches!(name, "min" | "spread"),
+                    max: matches!(name, "max" | "spread"),
+                    first: name == "first",
+                    last: name == "last",
+                })
+            }
+            _ => Partial::default(),
+        }
+    }
+
     fn add(&mut self, value: &Cell, time: i64, member: usize) {
         self.merge_point((value.clone(), time, member));
     }
@@ -1854,21 +1962,25 @@ impl Partial {
     fn merge_point(&mut self, point: (Cell, i64, usize)) {
         use std::cmp::Ordering;
         self.count += 1;
-        match &point.0 {
-            Cell::Integer(v) => {
-                self.int_sum = self.int_sum.wrapping_add(*v);
-                self.float_sum += *v as f64;
-            }
-            other => {
-                self.all_integers = false;
-                if let Some(v) = as_f64(other) {
-                    self.float_sum += v;
+        let wants = self.wants;
+        if wants.sums {
+            match &point.0 {
+                Cell::Integer(v) => {
+                    self.int_sum = self.int_sum.wrapping_add(*v);
+                    self.float_sum += *v as f64;
+                }
+                other => {
+                    self.all_integers = false;
+                    if let Some(v) = as_f64(other) {
+                        self.float_sum += v;
+                    }
                 }
             }
         }
         let earlier = |a: &(Cell, i64, usize), b: &(Cell, i64, usize)| (a.1, a.2) < (b.1, b.2);
-        let better_min =
-            self.min
+        let better_min = wants.min
+            && self
+                .min
                 .as_ref()
                 .is_none_or(|current| match compare_values(&point.0, &current.0) {
                     Ordering::Less => true,
@@ -1878,8 +1990,9 @@ impl Partial {
         if better_min {
             self.min = Some(point.clone());
         }
-        let better_max =
-            self.max
+        let better_max = wants.max
+            && self
+                .max
                 .as_ref()
                 .is_none_or(|current| match compare_values(&point.0, &current.0) {
                     Ordering::Greater => true,
@@ -1889,16 +2002,18 @@ impl Partial {
         if better_max {
             self.max = Some(point.clone());
         }
-        if self
-            .first
-            .as_ref()
-            .is_none_or(|current| earlier(&point, current))
+        if wants.first
+            && self
+                .first
+                .as_ref()
+                .is_none_or(|current| earlier(&point, current))
         {
             self.first = Some(point.clone());
         }
-        let later = self.last.as_ref().is_none_or(|current| {
-            point.1 > current.1 || (point.1 == current.1 && point.2 < current.2)
-        });
+        let later = wants.last
+            && self.last.as_ref().is_none_or(|current| {
+                point.1 > current.1 || (point.1 == current.1 && point.2 < current.2)
+            });
         if later {
             self.last = Some(point);
         }
