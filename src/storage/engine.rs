@@ -1144,8 +1144,7 @@ impl Engine {
         rp: &str,
         series_id: u64,
         field: &str,
-        min_time: i64,
-        max_time: i64,
+        (min_time, max_time): (i64, i64),
         take: Option<Take>,
     ) -> Result<Vec<(i64, Value)>, StorageError> {
         let (db_id, rp_id, field_id, token) = {

@@ -34,13 +34,16 @@ use engine::Engine;
 
 use crate::lineproto::Point;
 
-/// A predicate over a series' tags (sorted by key).
+/// A test of a series' tags (sorted by key).
+pub type TagTest<'a> = dyn Fn(&[(String, String)]) -> bool + 'a;
+
+/// Which series of a measurement to select.
 pub struct SeriesFilter<'a> {
     /// Tag values every selected series has (`key = 'value'` conjuncts of
     /// the condition): answered from the inverted index.
     pub equal: Vec<(&'a str, &'a str)>,
     /// The whole test, run on each candidate's tags.
-    pub keep: &'a dyn Fn(&[(String, String)]) -> bool,
+    pub keep: &'a TagTest<'a>,
 }
 
 impl SeriesFilter<'_> {
@@ -430,11 +433,10 @@ impl Storage {
         rp: &str,
         series_id: u64,
         field: &str,
-        min_time: i64,
-        max_time: i64,
+        (min_time, max_time): (i64, i64),
         take: Option<Take>,
     ) -> Result<Vec<(i64, Value)>, StorageError> {
         self.engine
-            .read_field(db, rp, series_id, field, min_time, max_time, take)
+            .read_field(db, rp, series_id, field, (min_time, max_time), take)
     }
 }

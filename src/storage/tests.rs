@@ -25,7 +25,7 @@ fn values(
         .into_iter()
         .map(|series| {
             let points = storage
-                .read_field(db, "autogen", series.id, field, i64::MIN, i64::MAX, None)
+                .read_field(db, "autogen", series.id, field, (i64::MIN, i64::MAX), None)
                 .expect("read");
             (series.key, points)
         })
@@ -198,7 +198,7 @@ fn retention_drops_expired_shard_groups() {
     let read = |storage: &Storage| {
         let series = storage.series("db", "m").expect("series");
         storage
-            .read_field("db", "short", series[0].id, "v", i64::MIN, i64::MAX, None)
+            .read_field("db", "short", series[0].id, "v", (i64::MIN, i64::MAX), None)
             .expect("read")
     };
     assert_eq!(read(&storage).len(), 2);
@@ -255,7 +255,7 @@ proptest::proptest! {
             }
         }
         let id = storage.series("db", "m").expect("series")[0].id;
-        let read = |take| storage.read_field("db", "autogen", id, "v", 20, 180, take).expect("read");
+        let read = |take| storage.read_field("db", "autogen", id, "v", (20, 180), take).expect("read");
         let all = read(None);
         let first: Vec<_> = all.iter().take(n).cloned().collect();
         let last: Vec<_> = all[all.len().saturating_sub(n)..].to_vec();

@@ -659,7 +659,7 @@ impl DataSource for StoredData<'_> {
         take: Option<Take>,
     ) -> Result<Vec<(i64, Value)>> {
         self.storage
-            .read_field(&self.db, &self.rp, series_id, field, min, max, take)
+            .read_field(&self.db, &self.rp, series_id, field, (min, max), take)
             .map_err(storage_error)
     }
 }
