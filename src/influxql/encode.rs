@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Timelike, Utc};
 
 use super::{Cell, Epoch, ResultSeries, StatementResult};
 
@@ -14,11 +14,25 @@ pub fn format_time(nanos: i64) -> String {
     let Some(time) = DateTime::<Utc>::from_timestamp(seconds, fraction) else {
         return nanos.to_string();
     };
-    let mut out = time.format("%Y-%m-%dT%H:%M:%S").to_string();
+    let mut out = String::with_capacity(30);
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        time.year(),
+        time.month(),
+        time.day(),
+        time.hour(),
+        time.minute(),
+        time.second()
+    );
     if fraction != 0 {
-        let digits = format!("{fraction:09}");
-        out.push('.');
-        out.push_str(digits.trim_end_matches('0'));
+        let mut digits = fraction;
+        let mut width = 9;
+        while digits % 10 == 0 {
+            digits /= 10;
+            width -= 1;
+        }
+        let _ = write!(out, ".{digits:0width$}");
     }
     out.push('Z');
     out
@@ -52,6 +66,12 @@ pub fn format_float(value: f64, out: &mut String) {
 
 fn json_string(text: &str, out: &mut String) {
     out.push('"');
+    let plain = |b: &u8| *b >= 0x20 && !matches!(b, b'"' | b'\\' | b'<' | b'>' | b'&');
+    if text.as_bytes().iter().all(plain) {
+        out.push_str(text);
+        out.push('"');
+        return;
+    }
     for c in text.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -350,4 +370,25 @@ pub fn encode_csv(results: &[StatementResult], epoch: Epoch) -> Vec<u8> {
         }
     }
     out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn format_float_edges() {
+        for (value, text) in [
+            (1.0, "1"),
+            (-0.0, "-0"),
+            (1e16, "10000000000000000"),
+            (-1.5e20, "-150000000000000000000"),
+            (123.456, "123.456"),
+            (1e-6, "0.000001"),
+            (1e21, "1e+21"),
+            (1e-7, "1e-7"),
+        ] {
+            let mut out = String::new();
+            super::format_float(value, &mut out);
+            assert_eq!(out, text);
+        }
+    }
 }

@@ -286,38 +286,39 @@ pub fn execute_statement(
             };
             let mut out = Vec::new();
             for measurement in measurements_of(storage, db, sources)? {
-                let mut pairs: BTreeSet<(String, String)> = BTreeSet::new();
-                if condition.is_none() {
-                    // Straight from the inverted index.
-                    for key in storage.tag_keys(db, &measurement).map_err(storage_error)? {
-                        if key_matches(&key)? {
-                            for value in storage
-                                .tag_values(db, &measurement, &key)
-                                .map_err(storage_error)?
-                            {
-                                pairs.insert((key.clone(), value));
+                let pairs: Vec<(String, String)> = match condition {
+                    None => {
+                        // Straight from the inverted index, where keys and
+                        // the values of each key are sorted already.
+                        let mut pairs = Vec::new();
+                        for key in storage.tag_keys(db, &measurement).map_err(storage_error)? {
+                            if key_matches(&key)? {
+                                for value in storage
+                                    .tag_values(db, &measurement, &key)
+                                    .map_err(storage_error)?
+                                {
+                                    pairs.push((key.clone(), value));
+                                }
                             }
                         }
+                        pairs
                     }
-                }
-                let scan = if condition.is_some() {
-                    storage.series(db, &measurement).map_err(storage_error)?
-                } else {
-                    Vec::new()
+                    Some(condition) => {
+                        let mut pairs: BTreeSet<(String, String)> = BTreeSet::new();
+                        for series in storage.series(db, &measurement).map_err(storage_error)? {
+                            if !tag_filter(condition, &series.tags) {
+                                continue;
+                            }
+                            for (key, value) in &series.tags {
+                                if key_matches(key)? {
+                                    pairs.insert((key.clone(), value.clone()));
+                                }
+                            }
+                        }
+                        pairs.into_iter().collect()
+                    }
                 };
-                for series in scan {
-                    if let Some(condition) = condition {
-                        if !tag_filter(condition, &series.tags) {
-                            continue;
-                        }
-                    }
-                    for (key, value) in &series.tags {
-                        if key_matches(key)? {
-                            pairs.insert((key.clone(), value.clone()));
-                        }
-                    }
-                }
-                let pairs = paginate(pairs.into_iter().collect(), *limit, *offset);
+                let pairs = paginate(pairs, *limit, *offset);
                 if pairs.is_empty() {
                     continue;
                 }
