@@ -11,7 +11,9 @@
 //! with the cluster issue.
 
 pub mod hlc;
+pub mod ownership;
 pub mod store;
 
 pub use hlc::{Hlc, Version};
+pub use ownership::Ring;
 pub use store::{RangeStore, Row, TokenRange};

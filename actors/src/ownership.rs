@@ -1,0 +1,266 @@
+//! Ownership: the hash ring with virtual nodes, and the table from ring
+//! ranges to preference lists that the hot path reads.
+//!
+//! Each member places `vnodes` points on a 64-bit ring at
+//! `xxh3(node id, 0, i as u32 big-endian)`; a token belongs to the first point
+//! at or clockwise after it, and its preference list is the first `rf`
+//! *distinct* nodes from there on. The `hashring` crate places nodes the same
+//! way but cannot give N distinct nodes nor list ranges (CRATES.md), so the
+//! ring is a sorted vector and every range's preference list is computed once
+//! per ring change: a lookup is one binary search, no allocation.
+//!
+//! The ring changes only when a node joins or is removed, never because a
+//! node is merely down: that is what hinted handoff is for.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::store::TokenRange;
+
+/// One range of the ring: tokens in `(previous end, end]`, and the nodes
+/// that hold them, the primary first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RangeEntry {
+    end: u64,
+    replicas: Arc<[String]>,
+}
+
+/// An immutable ring: built once per membership change and shared as an
+/// `Arc<Ring>` snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ring {
+    members: Vec<String>,
+    vnodes: u32,
+    rf: usize,
+    ranges: Vec<RangeEntry>,
+}
+
+/// Where a node's `index`-th virtual node sits on the ring.
+pub fn vnode_position(node: &str, index: u32) -> u64 {
+    let mut bytes = Vec::with_capacity(node.len() + 5);
+    bytes.extend_from_slice(node.as_bytes());
+    bytes.push(0);
+    bytes.extend_from_slice(&index.to_be_bytes());
+    xxh3_64(&bytes)
+}
+
+impl Ring {
+    /// A ring of `members` (duplicates ignored) with `vnodes` virtual nodes
+    /// each and `rf` replicas per token. With fewer members than `rf`, every
+    /// member holds everything.
+    pub fn new<I, S>(members: I, vnodes: u32, rf: usize) -> Ring
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let members: Vec<String> = members
+            .into_iter()
+            .map(Into::into)
+            .collect::<BTreeSet<String>>()
+            .into_iter()
+            .collect();
+        let vnodes = vnodes.max(1);
+        let rf = rf.max(1);
+        let mut points: Vec<(u64, usize)> = members
+            .iter()
+            .enumerate()
+            .flat_map(|(member, id)| (0..vnodes).map(move |i| (vnode_position(id, i), member)))
+            .collect();
+        // Equal positions (astronomically unlikely) resolve by member order.
+        points.sort_unstable();
+        points.dedup_by_key(|(position, _)| *position);
+        let wanted = rf.min(members.len());
+        let mut ranges = Vec::with_capacity(points.len());
+        for start in 0..points.len() {
+            let mut replicas: Vec<usize> = Vec::with_capacity(wanted);
+            for step in 0..points.len() {
+                let (_, member) = points[(start + step) % points.len()];
+                if !replicas.contains(&member) {
+                    replicas.push(member);
+                    if replicas.len() == wanted {
+                        break;
+                    }
+                }
+            }
+            let names: Vec<String> = replicas.iter().map(|&m| members[m].clone()).collect();
+            ranges.push(RangeEntry {
+                end: points[start].0,
+                replicas: names.into(),
+            });
+        }
+        Ring {
+            members,
+            vnodes,
+            rf,
+            ranges,
+        }
+    }
+
+    /// The members, sorted.
+    pub fn members(&self) -> &[String] {
+        &self.members
+    }
+
+    pub fn vnodes(&self) -> u32 {
+        self.vnodes
+    }
+
+    /// The configured replication factor (a ring of fewer members holds
+    /// fewer copies).
+    pub fn rf(&self) -> usize {
+        self.rf
+    }
+
+    /// The nodes that hold `token`, the primary first; empty only for a ring
+    /// without members.
+    pub fn replicas(&self, token: u64) -> &[String] {
+        if self.ranges.is_empty() {
+            return &[];
+        }
+        let index = self.ranges.partition_point(|range| range.end < token);
+        let entry = self.ranges.get(index).unwrap_or(&self.ranges[0]);
+        &entry.replicas
+    }
+
+    /// Every range of the ring (in token order, the wrap-around range split
+    /// in two) with its replicas.
+    pub fn ranges(&self) -> Vec<(TokenRange, Arc<[String]>)> {
+        let Some(last) = self.ranges.last() else {
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(self.ranges.len() + 1);
+        let mut start = 0u64;
+        for entry in &self.ranges {
+            out.push((start..=entry.end, entry.replicas.clone()));
+            start = entry.end.wrapping_add(1);
+        }
+        // Past the last point, tokens wrap to the first range's replicas.
+        if last.end != u64::MAX {
+            out.push((last.end + 1..=u64::MAX, self.ranges[0].replicas.clone()));
+        }
+        out
+    }
+
+    /// The ranges `node` holds a copy of, merged where adjacent.
+    pub fn ranges_of(&self, node: &str) -> Vec<TokenRange> {
+        let mut out: Vec<TokenRange> = Vec::new();
+        for (range, replicas) in self.ranges() {
+            if !replicas.iter().any(|r| r == node) {
+                continue;
+            }
+            match out.last_mut() {
+                Some(previous) if previous.end().checked_add(1) == Some(*range.start()) => {
+                    *previous = *previous.start()..=*range.end();
+                }
+                _ => out.push(range),
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn nodes(n: usize) -> Vec<String> {
+        (1..=n).map(|i| format!("node-{i}")).collect()
+    }
+
+    #[test]
+    fn preference_lists_hold_rf_distinct_nodes() {
+        let ring = Ring::new(nodes(5), 64, 3);
+        for token in (0..10_000u64).map(|i| xxh3_64(&i.to_be_bytes())) {
+            let replicas = ring.replicas(token);
+            assert_eq!(replicas.len(), 3);
+            let distinct: BTreeSet<&String> = replicas.iter().collect();
+            assert_eq!(distinct.len(), 3, "{replicas:?}");
+        }
+    }
+
+    #[test]
+    fn fewer_members_than_rf_hold_everything() {
+        let ring = Ring::new(nodes(2), 16, 3);
+        assert_eq!(ring.replicas(42).len(), 2);
+        let lone = Ring::new(nodes(1), 16, 3);
+        assert_eq!(lone.replicas(u64::MAX), ["node-1".to_string()]);
+        assert!(Ring::new(Vec::<String>::new(), 16, 3)
+            .replicas(1)
+            .is_empty());
+    }
+
+    #[test]
+    fn load_is_balanced_with_virtual_nodes() {
+        let ring = Ring::new(nodes(5), 128, 3);
+        let mut primaries: HashMap<&str, u64> = HashMap::new();
+        let samples = 50_000u64;
+        for i in 0..samples {
+            let token = xxh3_64(&i.to_le_bytes());
+            *primaries
+                .entry(ring.replicas(token)[0].as_str())
+                .or_default() += 1;
+        }
+        for (node, count) in primaries {
+            let share = count as f64 / samples as f64;
+            assert!((0.12..0.28).contains(&share), "{node}: {share}");
+        }
+    }
+
+    #[test]
+    fn a_join_moves_only_what_the_new_node_takes() {
+        let before = Ring::new(nodes(4), 64, 3);
+        let after = Ring::new(nodes(5), 64, 3);
+        for i in 0..5_000u64 {
+            let token = xxh3_64(&i.to_be_bytes());
+            let old: BTreeSet<&String> = before.replicas(token).iter().collect();
+            let new: BTreeSet<&String> = after.replicas(token).iter().collect();
+            // Whatever changed, changed in favour of the new node.
+            for gone in old.difference(&new) {
+                assert!(
+                    new.contains(&"node-5".to_string()),
+                    "{gone} left without node-5"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn ranges_cover_the_ring_once_and_agree_with_lookups() {
+        let ring = Ring::new(nodes(3), 8, 2);
+        let ranges = ring.ranges();
+        assert_eq!(*ranges[0].0.start(), 0);
+        assert_eq!(ranges.last().map(|(r, _)| *r.end()), Some(u64::MAX));
+        for pair in ranges.windows(2) {
+            assert_eq!(pair[0].0.end() + 1, *pair[1].0.start());
+        }
+        for (range, replicas) in &ranges {
+            assert_eq!(ring.replicas(*range.start()), &replicas[..]);
+            assert_eq!(ring.replicas(*range.end()), &replicas[..]);
+        }
+        let held: u128 = ring
+            .ranges_of("node-1")
+            .iter()
+            .map(|r| u128::from(r.end() - r.start()) + 1)
+            .sum();
+        // RF 2 of 3: node-1 holds about two thirds of the ring.
+        let share = held as f64 / 2f64.powi(64);
+        assert!((0.4..0.95).contains(&share), "{share}");
+    }
+
+    proptest! {
+        /// Every node computes the same ring from the same members, in any order.
+        #[test]
+        fn the_ring_depends_only_on_the_member_set(mut members in proptest::collection::vec("[a-z]{1,8}", 1..6), token in any::<u64>()) {
+            let a = Ring::new(members.clone(), 16, 3);
+            members.reverse();
+            let b = Ring::new(members, 16, 3);
+            prop_assert_eq!(a.replicas(token), b.replicas(token));
+        }
+    }
+}
