@@ -12,6 +12,7 @@
 
 pub mod hlc;
 pub mod ownership;
+pub mod rpc;
 pub mod store;
 
 pub use hlc::{Hlc, Version};
