@@ -29,7 +29,7 @@ use super::catalog::{CatalogState, RpMeta};
 use super::wal::{self, Wal};
 use super::{
     FieldType, RetentionPolicyInfo, RetentionPolicySpec, RetentionPolicyUpdate, SeriesFilter,
-    SeriesInfo, StorageError, StorageOptions, Take, Value, WriteOutcome,
+    SeriesInfo, StorageError, StorageOptions, Take, Value, WriteOptions, WriteOutcome,
 };
 use crate::lineproto::{self, FieldValue, Point};
 
@@ -265,6 +265,8 @@ pub struct Engine {
     /// Buffers being flushed: still read by queries until their blocks are in.
     frozen: RwLock<Vec<Arc<Buffer>>>,
     hlc: Hlc,
+    /// Points stored by this node since it started (not index-only writes).
+    points_stored: AtomicU64,
     /// The WAL and the sequence number of its last entry. Appending and
     /// buffering happen under this lock, so a flush that rotates the WAL and
     /// takes the buffer under it sees exactly the entries of the old segments.
@@ -341,6 +343,7 @@ impl Engine {
             buffer: Mutex::new(Buffer::default()),
             frozen: RwLock::new(Vec::new()),
             hlc: Hlc::new(),
+            points_stored: AtomicU64::new(0),
             log: Mutex::new(Log {
                 wal: Wal::open(&wal_dir)?,
                 last_seq: 0,
@@ -599,6 +602,7 @@ impl Engine {
         db_name: &str,
         rp: Option<&str>,
         points: &[Point<'_>],
+        options: WriteOptions,
     ) -> Result<WriteOutcome, StorageError> {
         let mut outcome = WriteOutcome::default();
         // Validate against the catalog; a new field takes the write lock.
@@ -695,10 +699,24 @@ impl Engine {
             }
             batch.commit().map_err(engine_error)?;
         }
+        if !options.values {
+            // Index only: the series (and field types, above) without points.
+            if new_series.is_empty() {
+                return Ok(outcome);
+            }
+            wal_points.clear();
+        }
+        let version = match options.version {
+            Some(version) => {
+                self.hlc.observe(version);
+                version
+            }
+            None => self.hlc.now(),
+        };
         let batch = WalBatch {
             db: db_id,
             rp: rp_meta.id,
-            version: self.hlc.now(),
+            version,
             new_series,
             points: wal_points,
         };
@@ -719,6 +737,8 @@ impl Engine {
         }
         self.sync_to(seq)?;
         outcome.written = batch.points.len();
+        self.points_stored
+            .fetch_add(batch.points.len() as u64, Ordering::Relaxed);
         Ok(outcome)
     }
 
@@ -1306,6 +1326,10 @@ impl Engine {
             count += before - self.shards.read().len();
         }
         Ok(count)
+    }
+
+    pub fn points_stored(&self) -> u64 {
+        self.points_stored.load(Ordering::Relaxed)
     }
 
     pub fn disk_space(&self) -> u64 {

@@ -63,6 +63,24 @@ impl SeriesFilter<'_> {
     }
 }
 
+/// How a write is applied.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteOptions {
+    /// The write's version; `None`: a new one from this node's clock.
+    pub version: Option<u64>,
+    /// Store the points (`false`: only their series and field types).
+    pub values: bool,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        WriteOptions {
+            version: None,
+            values: true,
+        }
+    }
+}
+
 /// Only the first or the last `n` distinct timestamps of a read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Take {
@@ -353,7 +371,26 @@ impl Storage {
         rp: Option<&str>,
         points: &[Point<'_>],
     ) -> Result<WriteOutcome, StorageError> {
-        self.engine.write(db, rp, points)
+        self.engine.write(db, rp, points, WriteOptions::default())
+    }
+
+    /// A write with a version chosen by its coordinator, or one that only
+    /// registers its series and field types (a node that is not a replica
+    /// of the points still knows every series: SHOW and WHERE on tags run
+    /// on any node).
+    pub fn write_with(
+        &self,
+        db: &str,
+        rp: Option<&str>,
+        points: &[Point<'_>],
+        options: WriteOptions,
+    ) -> Result<WriteOutcome, StorageError> {
+        self.engine.write(db, rp, points, options)
+    }
+
+    /// Points this node has stored since it started.
+    pub fn points_stored(&self) -> u64 {
+        self.engine.points_stored()
     }
 
     // ---- schema reads (the series index is per database)

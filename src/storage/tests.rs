@@ -263,3 +263,61 @@ proptest::proptest! {
         proptest::prop_assert_eq!(read(Some(Take::Last(n))), last);
     }
 }
+
+#[test]
+fn index_only_writes_register_series_without_points_and_survive_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let storage = open(dir.path());
+        storage.create_database("db", None).expect("create");
+        let batch = lineproto::parse(
+            b"cpu,host=a v=1 10\nmem,host=b free=2i 10",
+            Precision::Nanosecond,
+            0,
+        );
+        let options = WriteOptions {
+            version: None,
+            values: false,
+        };
+        storage
+            .write_with("db", None, &batch.points, options)
+            .expect("index");
+        assert_eq!(storage.points_stored(), 0);
+        assert_eq!(
+            values(&storage, "db", "cpu", "v"),
+            vec![("cpu,host=a".to_string(), vec![])]
+        );
+        // A versioned write: an older version loses to a newer one, whatever the order.
+        let newer = lineproto::parse(b"cpu,host=a v=2 10", Precision::Nanosecond, 0);
+        let older = lineproto::parse(b"cpu,host=a v=1 10", Precision::Nanosecond, 0);
+        let at = |version| WriteOptions {
+            version: Some(version),
+            values: true,
+        };
+        storage
+            .write_with("db", None, &newer.points, at(200 << 16))
+            .expect("newer");
+        storage
+            .write_with("db", None, &older.points, at(100 << 16))
+            .expect("older");
+        assert_eq!(storage.points_stored(), 2);
+        assert_eq!(
+            values(&storage, "db", "cpu", "v")[0].1,
+            vec![(10, Value::Float(2.0))]
+        );
+        storage.close().expect("close");
+    }
+    let storage = open(dir.path());
+    assert_eq!(
+        storage.measurements("db").expect("measurements"),
+        vec!["cpu", "mem"]
+    );
+    assert_eq!(
+        storage.field_types("db", "mem").expect("fields"),
+        vec![("free".to_string(), FieldType::Integer)]
+    );
+    assert_eq!(
+        values(&storage, "db", "cpu", "v")[0].1,
+        vec![(10, Value::Float(2.0))]
+    );
+}
