@@ -7,11 +7,16 @@
 //! tested without the time-series half.
 //!
 //! What is here today: the hybrid logical clock that stamps every write
-//! ([`hlc`]) and the storage traits ([`store`]). The actors themselves arrive
-//! with the cluster issue.
+//! ([`hlc`]), the storage traits ([`store`]) and gossip membership
+//! ([`membership`]).
 
 pub mod hlc;
+pub mod membership;
 pub mod store;
 
 pub use hlc::{Hlc, Version};
+pub use membership::{
+    HmacTransport, Member, Membership, MembershipConfig, MembershipHandle, MembershipSnapshot,
+    NodeState, SetState, Stop,
+};
 pub use store::{RangeStore, Row, TokenRange};
