@@ -6,15 +6,21 @@
 //! ownership, hinted handoff, anti-entropy and streaming can be built here and
 //! tested without the time-series half.
 //!
-//! What is here today: the hybrid logical clock that stamps every write
-//! ([`hlc`]) and the storage traits ([`store`]). The actors themselves arrive
-//! with the cluster issue.
+//! What is here: the hybrid logical clock that stamps every write
+//! ([`hlc`]), the storage traits ([`store`]), gossip membership
+//! ([`membership`]), the hash ring ([`ownership`]) and internode RPC
+//! ([`rpc`]).
 
 pub mod hlc;
+pub mod membership;
 pub mod ownership;
 pub mod rpc;
 pub mod store;
 
 pub use hlc::{Hlc, Version};
+pub use membership::{
+    HmacTransport, Member, Membership, MembershipConfig, MembershipHandle, MembershipSnapshot,
+    NodeState, SetState, Stop,
+};
 pub use ownership::Ring;
 pub use store::{RangeStore, Row, TokenRange};
