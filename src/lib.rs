@@ -4,6 +4,7 @@
 //! This crate is the node: line protocol, InfluxQL, the storage engine and the
 //! HTTP API. The cluster machinery lives in `dynaflux-actors`.
 
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod influxql;

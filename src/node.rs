@@ -1,8 +1,8 @@
 //! A node: opens the storage engine, serves the HTTP API, and shuts both down
 //! cleanly on SIGINT or SIGTERM.
 //!
-//! The cluster actors (membership, ownership, handoff, anti-entropy) are
-//! started here once they exist; a cluster of one is a node.
+//! The cluster machinery (internode RPC on its own runtime, gossip
+//! membership, the ring) starts here too; a cluster of one is a node.
 
 use std::fs;
 use std::path::Path;
@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use actix_web::HttpServer;
 
+use crate::cluster;
 use crate::config::Config;
 use crate::http::{self, ApiState};
 use crate::storage::{Storage, StorageOptions};
@@ -23,6 +24,8 @@ pub enum NodeError {
     Storage(#[from] crate::storage::StorageError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 const NODE_ID_FILE: &str = "node_id";
@@ -70,21 +73,45 @@ pub fn run(config: Config) -> Result<(), NodeError> {
         retention_check_interval: config.storage.retention_check_interval,
     })?;
     let max_body_size = usize::try_from(config.http.max_body_size.as_u64()).unwrap_or(usize::MAX);
-    let state = Arc::new(ApiState {
-        storage: storage.clone(),
-        max_body_size,
-        query: config.query.clone(),
-    });
     let bind = config.http.bind;
+    let prepared = cluster::prepare(&config)?;
     tracing::info!(node_id = %node_id, http = %bind, data_dir = %config.node.data_dir.display(), "starting node");
-    let served = actix_web::rt::System::new().block_on(async move {
-        let server = HttpServer::new(move || http::app(state.clone()))
-            .bind(bind)?
-            .shutdown_timeout(10)
-            .run();
-        tracing::info!(http = %bind, "ready for queries and writes");
-        server.await
+    let served = actix_web::rt::System::new().block_on({
+        let storage = storage.clone();
+        async move {
+            let (cluster, runtime) = prepared
+                .start(&config, &node_id, storage.clone())
+                .await
+                .map_err(|error| NodeError::Cluster(format!("{error:#}")))?;
+            tracing::info!(
+                rpc = %cluster.rpc_addr,
+                gossip = %cluster.gossip_addr,
+                seeds = ?config.cluster.seeds,
+                "joined the cluster gossip"
+            );
+            let state = Arc::new(ApiState {
+                storage,
+                max_body_size,
+                query: config.query.clone(),
+                cluster: Some(cluster.clone()),
+            });
+            let server = HttpServer::new(move || http::app(state.clone()))
+                .bind(bind)?
+                .shutdown_timeout(10)
+                .run();
+            tracing::info!(http = %bind, "ready for queries and writes");
+            let result = server.await;
+            cluster.leave();
+            Ok::<_, NodeError>((result, runtime))
+        }
     });
+    let (served, runtime) = match served {
+        Ok((served, runtime)) => (served.map_err(NodeError::from), Some(runtime)),
+        Err(error) => (Err(error), None),
+    };
+    if let Some(runtime) = runtime {
+        runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    }
     tracing::info!("http server stopped; flushing storage");
     let closed = storage.close();
     served?;

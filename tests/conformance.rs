@@ -316,8 +316,9 @@ fn load(url: &str, database: &str, cases: &[Value]) {
     }
 }
 
-#[test]
-fn conformance_with_influxdb_1_6_7() {
+/// The cases to run (all, less known failures, or the features asked for),
+/// every case (for the scratch databases), and the dataset's database.
+fn cases() -> (Vec<Value>, Vec<Value>, String) {
     let spec: Value = serde_json::from_str(
         &std::fs::read_to_string(dir().join("cases.json")).expect("cases.json"),
     )
@@ -366,18 +367,14 @@ fn conformance_with_influxdb_1_6_7() {
             skipped.join(", ")
         );
     }
-    let ids: Vec<String> = selected
-        .iter()
-        .filter_map(|case| case.get("id").and_then(Value::as_str).map(str::to_string))
-        .collect();
-    if let Ok(path) = std::env::var("DYNAFLUX_CONFORMANCE_LIST_TO") {
-        std::fs::write(&path, ids.join(",")).expect("write the case list");
-    }
-    let target = common::Target::from_env();
-    let url = target.url();
-    load(&url, &database, &all_cases);
+    assert!(!selected.is_empty(), "no case selected");
+    (selected, all_cases, database)
+}
+
+/// Run `selected` against `url`; the ids of the cases that failed.
+fn check_cases(url: &str, selected: &[Value]) -> Vec<String> {
     let mut failures = Vec::new();
-    for case in &selected {
+    for case in selected {
         let id = case.get("id").and_then(Value::as_str).unwrap_or("?");
         let expected: Value = serde_json::from_str(
             &std::fs::read_to_string(dir().join("expected").join(format!("{id}.json")))
@@ -385,7 +382,7 @@ fn conformance_with_influxdb_1_6_7() {
         )
         .expect("expected json");
         for step in steps(case, "setup") {
-            run_step(&url, &step);
+            run_step(url, &step);
         }
         let mut diffs = Vec::new();
         let case_steps = steps(case, "steps");
@@ -395,7 +392,7 @@ fn conformance_with_influxdb_1_6_7() {
             .cloned()
             .unwrap_or_default();
         for (index, step) in case_steps.iter().enumerate() {
-            let (status, body) = run_step(&url, step);
+            let (status, body) = run_step(url, step);
             let Some(want) = expected_steps.get(index) else {
                 continue;
             };
@@ -416,24 +413,65 @@ fn conformance_with_influxdb_1_6_7() {
             );
         }
         for step in steps(case, "teardown") {
-            run_step(&url, &step);
+            run_step(url, &step);
         }
         if diffs.is_empty() {
-            println!("PASS {id}");
+            println!("PASS {id} ({url})");
         } else {
-            println!("FAIL {id}\n    {}", diffs.join("\n    "));
+            println!("FAIL {id} ({url})\n    {}", diffs.join("\n    "));
             failures.push(id.to_string());
         }
     }
     println!(
-        "{} passed, {} failed",
+        "{url}: {} passed, {} failed",
         selected.len() - failures.len(),
         failures.len()
     );
+    failures
+}
+
+#[test]
+fn conformance_with_influxdb_1_6_7() {
+    let (selected, all_cases, database) = cases();
+    let ids: Vec<String> = selected
+        .iter()
+        .filter_map(|case| case.get("id").and_then(Value::as_str).map(str::to_string))
+        .collect();
+    if let Ok(path) = std::env::var("DYNAFLUX_CONFORMANCE_LIST_TO") {
+        std::fs::write(&path, ids.join(",")).expect("write the case list");
+    }
+    let target = common::Target::from_env();
+    let url = target.url();
+    load(&url, &database, &all_cases);
+    let failures = check_cases(&url, &selected);
     assert!(
         failures.is_empty(),
         "conformance failures: {}",
         failures.join(", ")
     );
-    assert!(!selected.is_empty(), "no case selected");
+}
+
+/// 3 nodes, RF 3: the data written through node 1, every case asked of
+/// node 2 and of node 3.
+#[test]
+fn conformance_on_a_three_node_cluster() {
+    if std::env::var("DYNAFLUX_TEST_URL").is_ok_and(|url| !url.is_empty()) {
+        return;
+    }
+    let (selected, all_cases, database) = cases();
+    let cluster = common::TestCluster::start(3, 3);
+    load(&cluster.url(0), &database, &all_cases);
+    let mut failures = Vec::new();
+    for index in [1, 2] {
+        failures.extend(
+            check_cases(&cluster.url(index), &selected)
+                .into_iter()
+                .map(|id| format!("{id} (node-{})", index + 1)),
+        );
+    }
+    assert!(
+        failures.is_empty(),
+        "conformance failures on the cluster: {}",
+        failures.join(", ")
+    );
 }

@@ -25,6 +25,8 @@ use crate::store::TokenRange;
 struct RangeEntry {
     end: u64,
     replicas: Arc<[String]>,
+    /// Index of `replicas` among the ring's distinct preference lists.
+    set: usize,
 }
 
 /// An immutable ring: built once per membership change and shared as an
@@ -35,6 +37,8 @@ pub struct Ring {
     vnodes: u32,
     rf: usize,
     ranges: Vec<RangeEntry>,
+    /// The distinct preference lists.
+    sets: Vec<Arc<[String]>>,
 }
 
 /// Where a node's `index`-th virtual node sits on the ring.
@@ -73,6 +77,9 @@ impl Ring {
         points.dedup_by_key(|(position, _)| *position);
         let wanted = rf.min(members.len());
         let mut ranges = Vec::with_capacity(points.len());
+        let mut sets: Vec<Arc<[String]>> = Vec::new();
+        let mut set_of: std::collections::HashMap<Vec<usize>, usize> =
+            std::collections::HashMap::new();
         for start in 0..points.len() {
             let mut replicas: Vec<usize> = Vec::with_capacity(wanted);
             for step in 0..points.len() {
@@ -84,10 +91,15 @@ impl Ring {
                     }
                 }
             }
-            let names: Vec<String> = replicas.iter().map(|&m| members[m].clone()).collect();
+            let set = *set_of.entry(replicas.clone()).or_insert_with(|| {
+                let names: Vec<String> = replicas.iter().map(|&m| members[m].clone()).collect();
+                sets.push(names.into());
+                sets.len() - 1
+            });
             ranges.push(RangeEntry {
                 end: points[start].0,
-                replicas: names.into(),
+                replicas: sets[set].clone(),
+                set,
             });
         }
         Ring {
@@ -95,6 +107,7 @@ impl Ring {
             vnodes,
             rf,
             ranges,
+            sets,
         }
     }
 
@@ -116,12 +129,25 @@ impl Ring {
     /// The nodes that hold `token`, the primary first; empty only for a ring
     /// without members.
     pub fn replicas(&self, token: u64) -> &[String] {
-        if self.ranges.is_empty() {
-            return &[];
-        }
+        self.entry(token)
+            .map(|entry| &entry.replicas[..])
+            .unwrap_or(&[])
+    }
+
+    /// The preference list of `token` as an index into [`Ring::sets`]:
+    /// points with the same index go to the same nodes.
+    pub fn set_of(&self, token: u64) -> Option<usize> {
+        self.entry(token).map(|entry| entry.set)
+    }
+
+    /// The distinct preference lists of the ring.
+    pub fn sets(&self) -> &[Arc<[String]>] {
+        &self.sets
+    }
+
+    fn entry(&self, token: u64) -> Option<&RangeEntry> {
         let index = self.ranges.partition_point(|range| range.end < token);
-        let entry = self.ranges.get(index).unwrap_or(&self.ranges[0]);
-        &entry.replicas
+        self.ranges.get(index).or_else(|| self.ranges.first())
     }
 
     /// Every range of the ring (in token order, the wrap-around range split
@@ -240,6 +266,8 @@ mod tests {
             assert_eq!(pair[0].0.end() + 1, *pair[1].0.start());
         }
         for (range, replicas) in &ranges {
+            let set = ring.set_of(*range.start()).expect("set");
+            assert_eq!(ring.sets()[set], *replicas);
             assert_eq!(ring.replicas(*range.start()), &replicas[..]);
             assert_eq!(ring.replicas(*range.end()), &replicas[..]);
         }

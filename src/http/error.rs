@@ -19,6 +19,18 @@ pub enum ApiError {
     /// Our failure (500): logged, and the text is passed on.
     #[error("{0}")]
     Internal(String),
+    /// Not enough replicas answered (503): the client may retry.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<crate::cluster::WriteFailure> for ApiError {
+    fn from(error: crate::cluster::WriteFailure) -> Self {
+        match error {
+            crate::cluster::WriteFailure::Consistency(text) => ApiError::Unavailable(text),
+            crate::cluster::WriteFailure::Storage(error) => error.into(),
+        }
+    }
 }
 
 impl From<StorageError> for ApiError {
@@ -48,13 +60,16 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let text = self.to_string();
-        if let ApiError::Internal(_) = self {
-            tracing::error!(error = %text, "request failed");
+        match self {
+            ApiError::Internal(_) => tracing::error!(error = %text, "request failed"),
+            ApiError::Unavailable(_) => tracing::warn!(error = %text, "request failed"),
+            _ => {}
         }
         let body = serde_json::json!({ "error": text });
         let mut response = HttpResponse::build(self.status_code());

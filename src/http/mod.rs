@@ -38,6 +38,8 @@ pub struct ApiState {
     pub max_body_size: usize,
     /// `[query]` limits.
     pub query: crate::config::QueryConfig,
+    /// The cluster this node belongs to; `None` in tests of the API alone.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// Register the API's routes and middleware on an actix-web app.
@@ -49,11 +51,23 @@ pub fn configure(state: Arc<ApiState>) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/query", web::post().to(query::query))
             .route("/ping", web::get().to(ping::ping))
             .route("/ping", web::head().to(ping::ping))
-            .route("/health", web::get().to(ping::health));
+            .route("/health", web::get().to(ping::health))
+            .route("/cluster", web::get().to(cluster_status));
     }
 }
 
 /// Build the app with the standard headers middleware. Used by the node and by tests.
+/// `GET /cluster`: members, liveness, addresses, ring settings and this
+/// node's own counters, as JSON.
+async fn cluster_status(state: web::Data<ApiState>) -> actix_web::HttpResponse {
+    match &state.cluster {
+        Some(cluster) => actix_web::HttpResponse::Ok().json(cluster.status()),
+        None => actix_web::HttpResponse::NotFound().json(serde_json::json!({
+            "error": "this node runs without the cluster machinery"
+        })),
+    }
+}
+
 pub fn app(
     state: Arc<ApiState>,
 ) -> actix_web::App<

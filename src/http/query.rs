@@ -48,6 +48,7 @@ pub async fn query(
             deadline: (!state.query.timeout.is_zero())
                 .then(|| std::time::Instant::now() + state.query.timeout),
         },
+        cluster: state.cluster.clone(),
     };
     let epoch = Epoch::from_param(params.get("epoch"));
     let pretty = params.flag("pretty");
@@ -69,8 +70,16 @@ pub async fn query(
         .is_some_and(|value| value.contains("application/csv") || value.contains("text/csv"));
     let read_only = request.method() == Method::GET;
     let storage = state.storage.clone();
-    let body = web::block(move || {
+    let (database, retention_policy) = (context.database.clone(), context.retention_policy.clone());
+    let (body, applied) = web::block(move || {
         let mut results = influxql::execute(&parsed, &context, &storage);
+        // Schema statements that worked here are applied on every member.
+        let applied: Vec<String> = parsed
+            .write_statements()
+            .into_iter()
+            .filter(|(index, _)| results.get(*index).is_some_and(|r| r.error.is_none()))
+            .map(|(_, text)| text)
+            .collect();
         if read_only {
             for (index, statement) in parsed.write_statements() {
                 if let Some(result) = results.get_mut(index) {
@@ -83,15 +92,23 @@ pub async fn query(
                 }
             }
         }
-        if csv {
+        let body = if csv {
             influxql::encode_csv(&results, epoch)
         } else if let Some(chunk_size) = chunk_size {
             influxql::encode_json_chunks(&results, epoch, pretty, chunk_size)
         } else {
             influxql::encode_json(&results, epoch, pretty)
-        }
+        };
+        (body, applied)
     })
     .await?;
+    if let Some(cluster) = &state.cluster {
+        for text in applied {
+            cluster
+                .broadcast_statement(database.clone(), retention_policy.clone(), text)
+                .await;
+        }
+    }
     let content_type = if csv { "text/csv" } else { "application/json" };
     Ok(HttpResponse::Ok().content_type(content_type).body(body))
 }

@@ -23,13 +23,17 @@ pub async fn write(
         .non_empty("db")
         .ok_or_else(|| ApiError::BadRequest("database is required".into()))?
         .to_string();
-    if let Some(level) = params.non_empty("consistency") {
-        if WriteConsistency::from_param(level).is_none() {
-            return Err(ApiError::BadRequest(format!(
-                "invalid consistency level: {level}"
-            )));
-        }
-    }
+    let consistency = match params.non_empty("consistency") {
+        Some(level) => WriteConsistency::from_param(level)
+            .ok_or_else(|| ApiError::BadRequest(format!("invalid consistency level: {level}")))?,
+        None => state
+            .cluster
+            .as_ref()
+            .map_or(WriteConsistency::One, |cluster| {
+                cluster.default_write_consistency()
+            }),
+    };
+    let cluster = state.cluster.clone();
     let storage = state.storage.clone();
     if !storage.database_exists(&database) {
         return Err(ApiError::NotFound(format!(
@@ -64,7 +68,15 @@ pub async fn write(
             }
             return Err(ApiError::BadRequest(parse_errors));
         }
-        let outcome = storage.write(&database, retention_policy.as_deref(), &batch.points)?;
+        let outcome = match &cluster {
+            Some(cluster) => cluster.write(
+                &database,
+                retention_policy.as_deref(),
+                &batch.points,
+                consistency,
+            )?,
+            None => storage.write(&database, retention_policy.as_deref(), &batch.points)?,
+        };
         if outcome.dropped > 0 {
             let reason = outcome.conflict.unwrap_or_else(|| "points dropped".into());
             return Err(ApiError::BadRequest(format!(

@@ -80,6 +80,8 @@ pub struct QueryContext {
     /// The query's `now()`, nanoseconds.
     pub now: i64,
     pub limits: QueryLimits,
+    /// Reads points of series this node does not hold from their replicas.
+    pub cluster: Option<std::sync::Arc<crate::cluster::Cluster>>,
 }
 
 /// A cell of a result row. Times stay integers until encoding (`epoch=`).

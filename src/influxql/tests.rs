@@ -150,6 +150,7 @@ fn select_reads_back_what_was_written() {
         retention_policy: None,
         now: 0,
         limits: QueryLimits::default(),
+        cluster: None,
     };
     let run = |q: &str| {
         let query = parse(q).expect("parse");
@@ -241,6 +242,7 @@ fn limits_cardinality_and_delete() {
             retention_policy: None,
             now: 0,
             limits,
+            cluster: None,
         };
         let query = parse(q).expect("parse");
         String::from_utf8(encode_json(
@@ -311,6 +313,7 @@ fn limit_narrowing_keeps_rows_of_other_fields() {
         retention_policy: None,
         now: 0,
         limits: QueryLimits::default(),
+        cluster: None,
     };
     let run = |q: &str| {
         String::from_utf8(encode_json(
@@ -390,6 +393,7 @@ fn loaded(body: &str, now: i64, unit: i64) -> (tempfile::TempDir, impl Fn(&str) 
         retention_policy: None,
         now,
         limits: QueryLimits::default(),
+        cluster: None,
     };
     let run = move |q: &str| {
         String::from_utf8(encode_json(

@@ -52,7 +52,7 @@ impl Precision {
 }
 
 /// A field value as written.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum FieldValue<'a> {
     Float(f64),
     Integer(i64),
@@ -62,7 +62,8 @@ pub enum FieldValue<'a> {
 }
 
 /// One parsed point. Names are unescaped.
-#[derive(Debug, Clone, PartialEq)]
+/// Serializable: a coordinator sends points to their replicas as they are.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Point<'a> {
     pub measurement: Cow<'a, str>,
     /// Sorted by key; a key written twice keeps its last value.

@@ -1328,6 +1328,21 @@ impl Engine {
         Ok(count)
     }
 
+    /// A new version from this node's clock.
+    pub fn next_version(&self) -> u64 {
+        self.hlc.now()
+    }
+
+    /// The local id of each series key, if this node knows the series.
+    pub fn series_ids(&self, db: &str, keys: &[&str]) -> Result<Vec<Option<u64>>, StorageError> {
+        let (_, index) = self.index(db)?;
+        let index = index.read();
+        Ok(keys
+            .iter()
+            .map(|key| index.by_key.get(*key).copied())
+            .collect())
+    }
+
     pub fn points_stored(&self) -> u64 {
         self.points_stored.load(Ordering::Relaxed)
     }

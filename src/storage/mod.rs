@@ -19,7 +19,7 @@
 
 mod block;
 mod catalog;
-mod engine;
+pub(crate) mod engine;
 #[cfg(test)]
 mod tests;
 mod wal;
@@ -82,7 +82,7 @@ impl Default for WriteOptions {
 }
 
 /// Only the first or the last `n` distinct timestamps of a read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Take {
     First(usize),
     Last(usize),
@@ -386,6 +386,17 @@ impl Storage {
         options: WriteOptions,
     ) -> Result<WriteOutcome, StorageError> {
         self.engine.write(db, rp, points, options)
+    }
+
+    /// A new version from this node's clock (a coordinator stamps a write
+    /// once, and every replica stores that version).
+    pub fn next_version(&self) -> u64 {
+        self.engine.next_version()
+    }
+
+    /// The local id of each series key, if this node knows the series.
+    pub fn series_ids(&self, db: &str, keys: &[&str]) -> Result<Vec<Option<u64>>, StorageError> {
+        self.engine.series_ids(db, keys)
     }
 
     /// Points this node has stored since it started.

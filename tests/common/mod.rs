@@ -9,7 +9,7 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::net::TcpListener;
+use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -23,10 +23,20 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|socket| socket.local_addr())
+        .map(|address| address.port())
+        .expect("a free loopback UDP port")
+}
+
 pub struct Node {
     child: Option<Child>,
     env: Vec<(String, String)>,
     pub port: u16,
+    /// Internode RPC (TCP) and gossip (UDP) ports; kept across restarts.
+    pub rpc_port: u16,
+    pub gossip_port: u16,
     pub data_dir: PathBuf,
     pub log: PathBuf,
     _temp: Option<tempfile::TempDir>,
@@ -55,6 +65,8 @@ impl Node {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             port: free_port(),
+            rpc_port: free_port(),
+            gossip_port: free_udp_port(),
             data_dir: data_dir.to_path_buf(),
             log: data_dir.with_extension("log"),
             _temp: None,
@@ -78,6 +90,14 @@ impl Node {
                 &self.data_dir.display().to_string(),
             ])
             .env("RUST_LOG", "info")
+            .env(
+                "DYNAFLUX_CLUSTER__RPC_BIND",
+                format!("127.0.0.1:{}", self.rpc_port),
+            )
+            .env(
+                "DYNAFLUX_CLUSTER__GOSSIP_BIND",
+                format!("127.0.0.1:{}", self.gossip_port),
+            )
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
@@ -159,11 +179,34 @@ impl Node {
         }
     }
 
-    /// Start again on the same data dir (a new port).
+    /// Start again on the same data dir and ports.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the node first");
-        self.port = free_port();
         self.spawn();
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// `GET /cluster` as JSON.
+    pub fn cluster_status(&self) -> serde_json::Value {
+        let (_, body) = request("GET", &format!("{}/cluster", self.url()), None);
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Live members in this node's `/cluster`.
+    pub fn live_members(&self) -> Vec<String> {
+        self.cluster_status()["members"]
+            .as_array()
+            .map(|members| {
+                members
+                    .iter()
+                    .filter(|m| m["live"] == true)
+                    .filter_map(|m| m["id"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 
@@ -255,4 +298,85 @@ pub fn get_query(url: &str, params: &[(&str, &str)]) -> (u16, serde_json::Value)
         status,
         serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
     )
+}
+
+/// Wait until `condition` holds, polling, or panic with `what` at the deadline.
+pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// N real nodes on loopback, seeded with each other, with temporary data dirs.
+pub struct TestCluster {
+    pub nodes: Vec<Node>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl TestCluster {
+    /// `n` nodes with replication factor `rf`, started and fully joined.
+    pub fn start(n: usize, rf: u32) -> TestCluster {
+        TestCluster::start_with(n, rf, &[])
+    }
+
+    pub fn start_with(n: usize, rf: u32, env: &[(&str, &str)]) -> TestCluster {
+        let gossip: Vec<u16> = (0..n).map(|_| free_udp_port()).collect();
+        let mut dirs = Vec::new();
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let seeds: Vec<String> = gossip
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, port)| format!("127.0.0.1:{port}"))
+                .collect();
+            let mut node_env: Vec<(String, String)> = vec![
+                ("DYNAFLUX_NODE__ID".into(), format!("node-{}", i + 1)),
+                ("DYNAFLUX_CLUSTER__SEEDS".into(), seeds.join(",")),
+                (
+                    "DYNAFLUX_CLUSTER__REPLICATION_FACTOR".into(),
+                    rf.to_string(),
+                ),
+                ("DYNAFLUX_CLUSTER__SECRET".into(), "test-secret".into()),
+            ];
+            node_env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            let mut node = Node {
+                child: None,
+                env: node_env,
+                port: free_port(),
+                rpc_port: free_port(),
+                gossip_port: gossip[i],
+                data_dir: dir.path().join("data"),
+                log: dir.path().join("node.log"),
+                _temp: None,
+            };
+            node.spawn();
+            nodes.push(node);
+            dirs.push(dir);
+        }
+        let cluster = TestCluster { nodes, _dirs: dirs };
+        cluster.wait_live(n);
+        cluster
+    }
+
+    /// Wait until every running node sees `live` live members.
+    pub fn wait_live(&self, live: usize) {
+        wait_until(
+            &format!("{live} live members on every running node"),
+            Duration::from_secs(30),
+            || {
+                self.nodes
+                    .iter()
+                    .filter(|node| node.is_running())
+                    .all(|node| node.live_members().len() == live)
+            },
+        );
+    }
+
+    pub fn url(&self, index: usize) -> String {
+        self.nodes[index].url()
+    }
 }

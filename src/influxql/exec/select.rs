@@ -474,6 +474,7 @@ pub(super) fn execute_select(
                     storage,
                     db: db.to_string(),
                     rp,
+                    cluster: context.cluster.as_deref(),
                 };
                 let measurements: Vec<String> = match name {
                     MeasurementMatch::Name(name) => vec![name.clone()],
@@ -617,7 +618,7 @@ trait DataSource {
     fn series_where(&self, measurement: &str, keep: &SeriesFilter<'_>) -> Result<Vec<SeriesInfo>>;
     fn read_field(
         &self,
-        series_id: u64,
+        series: &SeriesInfo,
         field: &str,
         min: i64,
         max: i64,
@@ -629,6 +630,8 @@ struct StoredData<'a> {
     storage: &'a Storage,
     db: String,
     rp: String,
+    /// Points of series this node does not hold come from their replicas.
+    cluster: Option<&'a crate::cluster::Cluster>,
 }
 
 impl DataSource for StoredData<'_> {
@@ -652,14 +655,21 @@ impl DataSource for StoredData<'_> {
     }
     fn read_field(
         &self,
-        series_id: u64,
+        series: &SeriesInfo,
         field: &str,
         min: i64,
         max: i64,
         take: Option<Take>,
     ) -> Result<Vec<(i64, Value)>> {
+        if let Some(cluster) = self.cluster {
+            if let Some(values) =
+                cluster.read_field(&self.db, &self.rp, series, field, (min, max), take)?
+            {
+                return Ok(values);
+            }
+        }
         self.storage
-            .read_field(&self.db, &self.rp, series_id, field, (min, max), take)
+            .read_field(&self.db, &self.rp, series.id, field, (min, max), take)
             .map_err(storage_error)
     }
 }
@@ -767,13 +777,13 @@ impl DataSource for SubqueryData {
     }
     fn read_field(
         &self,
-        series_id: u64,
+        series: &SeriesInfo,
         field: &str,
         min: i64,
         max: i64,
         take: Option<Take>,
     ) -> Result<Vec<(i64, Value)>> {
-        let Some((_, columns)) = usize::try_from(series_id)
+        let Some((_, columns)) = usize::try_from(series.id)
             .ok()
             .and_then(|i| self.series.get(i))
         else {
@@ -941,9 +951,9 @@ impl MeasurementQuery<'_> {
 
     /// One field of one series in the query's time range, counted against
     /// the point limit, unless the deadline has passed.
-    fn read_limited(&self, series_id: u64, field: &str) -> Result<Vec<(i64, Value)>> {
+    fn read_limited(&self, series: &SeriesInfo, field: &str) -> Result<Vec<(i64, Value)>> {
         self.read_limited_in(
-            series_id,
+            series,
             field,
             (self.plan.min_time, self.plan.max_time),
             None,
@@ -952,7 +962,7 @@ impl MeasurementQuery<'_> {
 
     fn read_limited_in(
         &self,
-        series_id: u64,
+        series: &SeriesInfo,
         field: &str,
         (min, max): (i64, i64),
         take: Option<Take>,
@@ -964,7 +974,7 @@ impl MeasurementQuery<'_> {
         {
             return Err("query-timeout limit exceeded".into());
         }
-        let values = self.source.read_field(series_id, field, min, max, take)?;
+        let values = self.source.read_field(series, field, min, max, take)?;
         let total = self.counters.points.get() + values.len() as u64;
         self.counters.points.set(total);
         if self.limits.max_points > 0 && total > self.limits.max_points {
@@ -986,7 +996,7 @@ impl MeasurementQuery<'_> {
     ) -> Result<BTreeMap<i64, BTreeMap<String, Value>>> {
         let mut rows: BTreeMap<i64, BTreeMap<String, Value>> = BTreeMap::new();
         for field in fields {
-            let values = self.read_limited(series.id, field)?;
+            let values = self.read_limited(series, field)?;
             for (time, value) in values {
                 rows.entry(time).or_default().insert(field.clone(), value);
             }
@@ -1275,7 +1285,7 @@ impl MeasurementQuery<'_> {
                 (true, true) => Some(Take::Last(wanted)),
                 (true, false) => Some(Take::First(wanted)),
             };
-            let values = self.read_limited_in(series.id, field, range, take)?;
+            let values = self.read_limited_in(series, field, range, take)?;
             if bounded && values.len() == wanted {
                 if let (Some(first), Some(last)) = (values.first(), values.last()) {
                     if self.select.descending {
@@ -1508,7 +1518,7 @@ impl MeasurementQuery<'_> {
         let mut partials: BTreeMap<i64, Vec<Partial>> = BTreeMap::new();
         for (member, series) in group.series.iter().enumerate() {
             for (field, indexes) in &by_field {
-                let values = self.read_limited(series.id, field)?;
+                let values = self.read_limited(series, field)?;
                 let mut current: Option<(i64, i64)> = None;
                 let mut states: Option<&mut Vec<Partial>> = None;
                 for (time, value) in values {

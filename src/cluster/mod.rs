@@ -1,0 +1,421 @@
+//! The node's side of the cluster: the write coordinator, remote reads, the
+//! RPC handler, schema statements sent to every member, and the topology
+//! snapshot (members and ring) that the hot path reads.
+//!
+//! The cluster machinery itself (gossip, ring, RPC transport) lives in the
+//! `dynaflux-actors` crate, which knows nothing of line protocol: here is
+//! where points meet it.
+//!
+//! Placement: a series' token is `xxh3(db \0 series key)`; its points are
+//! stored on the token's preference list (RF nodes). Every node knows every
+//! series and field type (a write registers new series on the nodes that
+//! do not store them, "index only"), so SHOW statements and tag conditions
+//! run on any node, and only the points of a series are read from its
+//! replicas.
+
+pub mod protocol;
+mod topology;
+mod write;
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dynaflux_actors::membership::{self, MembershipConfig, NodeState};
+use dynaflux_actors::rpc::{self, Client, ServerStats};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::config::{Config, ReadConsistency, WriteConsistency};
+use crate::influxql::{self, QueryContext, QueryLimits};
+use crate::lineproto::Point;
+use crate::storage::{self, SeriesInfo, Storage, Take, Value, WriteOptions};
+
+pub use protocol::{Request, Response};
+pub use topology::{MemberView, Topology};
+pub use write::WriteFailure;
+
+/// How long a peer has to answer a request.
+const RPC_TIMEOUT: Duration = Duration::from_secs(10);
+/// Gossip round period.
+const GOSSIP_INTERVAL: Duration = Duration::from_millis(200);
+
+/// A running cluster node: what the HTTP handlers use.
+pub struct Cluster {
+    pub node_id: String,
+    storage: Storage,
+    /// The runtime of internode work (RPC server and client, topology).
+    rpc: tokio::runtime::Handle,
+    client: Arc<Client<Request, Response>>,
+    topology: watch::Receiver<Arc<Topology>>,
+    write_consistency: WriteConsistency,
+    read_consistency: ReadConsistency,
+    pub rpc_addr: SocketAddr,
+    pub gossip_addr: SocketAddr,
+    pub rpc_stats: Arc<ServerStats>,
+    pub gossip_rejected: Arc<AtomicU64>,
+    membership: actix::Addr<membership::Membership>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node_id", &self.node_id)
+            .field("rpc_addr", &self.rpc_addr)
+            .finish()
+    }
+}
+
+/// What `/cluster` shows.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub node: String,
+    pub replication_factor: usize,
+    pub vnodes: u32,
+    pub write_consistency: String,
+    pub read_consistency: String,
+    pub members: Vec<MemberStatus>,
+    pub local: LocalStats,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MemberStatus {
+    pub id: String,
+    pub state: String,
+    pub live: bool,
+    pub http_addr: SocketAddr,
+    pub rpc_addr: SocketAddr,
+}
+
+/// This node's own counters.
+#[derive(Debug, Serialize)]
+pub struct LocalStats {
+    pub points_stored: u64,
+    pub rpc_connections_rejected: u64,
+    pub gossip_datagrams_rejected: u64,
+}
+
+/// The RPC runtime and listener, made before the actix system starts.
+pub struct Prepared {
+    runtime: tokio::runtime::Runtime,
+    listener: tokio::net::TcpListener,
+    rpc_addr: SocketAddr,
+}
+
+/// Bind the internode RPC port on a runtime of its own, so that a busy HTTP
+/// worker never delays a peer (nor gossip).
+pub fn prepare(config: &Config) -> std::io::Result<Prepared> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("rpc")
+        .enable_all()
+        .build()?;
+    let listener = runtime.block_on(tokio::net::TcpListener::bind(config.cluster.rpc_bind))?;
+    let rpc_addr = listener.local_addr()?;
+    Ok(Prepared {
+        runtime,
+        listener,
+        rpc_addr,
+    })
+}
+
+impl Prepared {
+    /// Start serving peers and join the gossip; must run inside the actix
+    /// system (the membership actor lives there). The returned runtime runs
+    /// the internode work and must outlive the cluster.
+    pub async fn start(
+        self,
+        config: &Config,
+        node_id: &str,
+        storage: Storage,
+    ) -> anyhow::Result<(Arc<Cluster>, tokio::runtime::Runtime)> {
+        let Prepared {
+            runtime,
+            listener,
+            rpc_addr,
+        } = self;
+        let secret: Arc<[u8]> = config.cluster.secret.as_bytes().into();
+        let rpc_stats = Arc::new(ServerStats::default());
+        runtime.spawn(rpc::serve::<Request, Response, Handler>(
+            listener,
+            node_id.to_string(),
+            secret.clone(),
+            Arc::new(Handler {
+                storage: storage.clone(),
+            }),
+            rpc_stats.clone(),
+        ));
+        let generation = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let membership = membership::start(MembershipConfig {
+            node_id: node_id.to_string(),
+            generation,
+            gossip_bind: config.cluster.gossip_bind,
+            gossip_advertise: config.cluster.gossip_bind,
+            seeds: config.cluster.seeds.clone(),
+            cluster_name: config.cluster.name.clone(),
+            secret: config.cluster.secret.clone(),
+            gossip_interval: GOSSIP_INTERVAL,
+            rpc_addr,
+            http_addr: config.http.bind,
+            state: NodeState::Normal,
+        })
+        .await?;
+        let rf = usize::try_from(config.cluster.replication_factor).unwrap_or(3);
+        let topology = topology::publish(
+            &runtime,
+            membership.snapshots.clone(),
+            topology::Settings {
+                node_id: node_id.to_string(),
+                rpc_addr,
+                http_addr: config.http.bind,
+                rf,
+                vnodes: config.cluster.vnodes,
+                members_file: config.node.data_dir.join("cluster_members.json"),
+            },
+        );
+        let cluster = Cluster {
+            node_id: node_id.to_string(),
+            storage,
+            rpc: runtime.handle().clone(),
+            client: Arc::new(Client::new(node_id.to_string(), secret, RPC_TIMEOUT)),
+            topology,
+            write_consistency: config.cluster.write_consistency,
+            read_consistency: config.cluster.read_consistency,
+            rpc_addr,
+            gossip_addr: config.cluster.gossip_bind,
+            rpc_stats,
+            gossip_rejected: membership.rejected.clone(),
+            membership: membership.addr,
+        };
+        Ok((Arc::new(cluster), runtime))
+    }
+}
+
+impl Cluster {
+    /// The current members and ring.
+    pub fn topology(&self) -> Arc<Topology> {
+        self.topology.borrow().clone()
+    }
+
+    pub fn default_write_consistency(&self) -> WriteConsistency {
+        self.write_consistency
+    }
+
+    /// Announce leaving and stop gossiping.
+    pub fn leave(&self) {
+        self.membership.do_send(membership::Stop);
+    }
+
+    pub fn status(&self) -> Status {
+        let topology = self.topology();
+        Status {
+            node: self.node_id.clone(),
+            replication_factor: topology.ring.rf(),
+            vnodes: topology.ring.vnodes(),
+            write_consistency: format!("{:?}", self.write_consistency).to_lowercase(),
+            read_consistency: format!("{:?}", self.read_consistency).to_lowercase(),
+            members: topology
+                .members
+                .iter()
+                .map(|(id, member)| MemberStatus {
+                    id: id.clone(),
+                    state: member.state.clone(),
+                    live: member.live,
+                    http_addr: member.http_addr,
+                    rpc_addr: member.rpc_addr,
+                })
+                .collect(),
+            local: LocalStats {
+                points_stored: self.storage.points_stored(),
+                rpc_connections_rejected: self
+                    .rpc_stats
+                    .rejected
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                gossip_datagrams_rejected: self
+                    .gossip_rejected
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            },
+        }
+    }
+
+    /// Run a schema statement that this node executed on every other member
+    /// too. Best effort: a member that is down misses it (and the answer
+    /// says nothing); the README says how to converge.
+    pub async fn broadcast_statement(&self, db: Option<String>, rp: Option<String>, text: String) {
+        let topology = self.topology();
+        let mut calls = Vec::new();
+        for (id, member) in &topology.members {
+            if *id == self.node_id {
+                continue;
+            }
+            let client = self.client.clone();
+            let request = Request::Statement {
+                db: db.clone(),
+                rp: rp.clone(),
+                text: text.clone(),
+            };
+            let address = member.rpc_addr;
+            let id = id.clone();
+            calls.push(self.rpc.spawn(async move {
+                if let Err(error) = client.call(address, request).await {
+                    tracing::warn!(node = %id, %error, "schema statement not applied on a member");
+                }
+            }));
+        }
+        for call in calls {
+            let _ = call.await;
+        }
+    }
+
+    /// Points of one series: from this node when it holds them, else from
+    /// the first of its replicas that answers. Runs on a blocking thread.
+    pub fn read_field(
+        &self,
+        db: &str,
+        rp: &str,
+        series: &SeriesInfo,
+        field: &str,
+        range: (i64, i64),
+        take: Option<Take>,
+    ) -> Result<Option<Vec<(i64, Value)>>, String> {
+        let topology = self.topology();
+        let token = storage::engine::series_token(db, &series.key);
+        let replicas = topology.ring.replicas(token);
+        if replicas.is_empty() || replicas.contains(&self.node_id) {
+            return Ok(None);
+        }
+        let mut failures = Vec::new();
+        // Live replicas first, in preference order.
+        let mut order: Vec<&String> = replicas.iter().collect();
+        order.sort_by_key(|id| !topology.members.get(*id).is_some_and(|m| m.live));
+        for id in order {
+            let Some(member) = topology.members.get(id) else {
+                failures.push(format!("{id}: unknown address"));
+                continue;
+            };
+            let request = Request::ReadField {
+                db: db.to_string(),
+                rp: rp.to_string(),
+                series_key: series.key.clone(),
+                field: field.to_string(),
+                min: range.0,
+                max: range.1,
+                take,
+            };
+            let client = self.client.clone();
+            let address = member.rpc_addr;
+            let answer = self
+                .rpc
+                .block_on(async move { client.call(address, request).await });
+            match answer {
+                Ok(Response::Field(values)) => return Ok(Some(values)),
+                Ok(_) => failures.push(format!("{id}: unexpected answer")),
+                Err(error) => failures.push(format!("{id}: {error}")),
+            }
+        }
+        Err(format!(
+            "no replica of series {} answered ({})",
+            series.key,
+            failures.join(", ")
+        ))
+    }
+}
+
+/// Serves peers' requests on the RPC runtime; storage work runs on its
+/// blocking threads.
+struct Handler {
+    storage: Storage,
+}
+
+#[async_trait::async_trait]
+impl rpc::Handler<Request, Response> for Handler {
+    async fn handle(&self, _peer: &str, request: Request) -> Result<Response, String> {
+        let storage = self.storage.clone();
+        tokio::task::spawn_blocking(move || handle_blocking(&storage, request))
+            .await
+            .map_err(|error| format!("request failed: {error}"))?
+    }
+}
+
+fn handle_blocking(storage: &Storage, request: Request) -> Result<Response, String> {
+    match request {
+        Request::Write {
+            db,
+            rp,
+            version,
+            points,
+            index_only,
+        } => {
+            let mut outcome = storage::WriteOutcome::default();
+            if !index_only.is_empty() {
+                let decoded: Vec<Point<'_>> =
+                    rmp_serde::from_slice(&index_only).map_err(|e| format!("bad points: {e}"))?;
+                let options = WriteOptions {
+                    version: Some(version),
+                    values: false,
+                };
+                storage
+                    .write_with(&db, rp.as_deref(), &decoded, options)
+                    .map_err(|e| e.to_string())?;
+            }
+            if !points.is_empty() {
+                let decoded: Vec<Point<'_>> =
+                    rmp_serde::from_slice(&points).map_err(|e| format!("bad points: {e}"))?;
+                let options = WriteOptions {
+                    version: Some(version),
+                    values: true,
+                };
+                outcome = storage
+                    .write_with(&db, rp.as_deref(), &decoded, options)
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(Response::Written {
+                written: outcome.written as u64,
+                dropped: outcome.dropped as u64,
+                conflict: outcome.conflict,
+            })
+        }
+        Request::ReadField {
+            db,
+            rp,
+            series_key,
+            field,
+            min,
+            max,
+            take,
+        } => {
+            let ids = storage
+                .series_ids(&db, &[series_key.as_str()])
+                .map_err(|e| e.to_string())?;
+            let Some(Some(id)) = ids.first() else {
+                return Ok(Response::Field(Vec::new()));
+            };
+            storage
+                .read_field(&db, &rp, *id, &field, (min, max), take)
+                .map(Response::Field)
+                .map_err(|e| e.to_string())
+        }
+        Request::Statement { db, rp, text } => {
+            let query = influxql::parse(&text).map_err(|e| e.to_string())?;
+            let context = QueryContext {
+                database: db,
+                retention_policy: rp,
+                now: 0,
+                limits: QueryLimits::default(),
+                cluster: None,
+            };
+            for result in influxql::execute(&query, &context, storage) {
+                if let Some(error) = result.error {
+                    // "already exists" and "not found" are the same outcome
+                    // on a member that had it first.
+                    tracing::debug!(%error, statement = %text, "peer statement");
+                }
+            }
+            Ok(Response::Done)
+        }
+    }
+}

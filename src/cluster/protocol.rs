@@ -1,0 +1,51 @@
+//! The internode messages (version [`dynaflux_actors::rpc::PROTOCOL_VERSION`]).
+//!
+//! Named msgpack: a field added later with `#[serde(default)]` is read by
+//! old and new nodes alike during a rolling upgrade.
+
+use serde::{Deserialize, Serialize};
+
+use crate::storage::{Take, Value};
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Request {
+    /// Store `points` (msgpack of `Vec<Point>`) at `version`, and register
+    /// the series of `index_only` without storing them.
+    Write {
+        db: String,
+        rp: Option<String>,
+        version: u64,
+        #[serde(with = "serde_bytes")]
+        points: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        index_only: Vec<u8>,
+    },
+    /// One field of one series (by series key) in `[min, max]`.
+    ReadField {
+        db: String,
+        rp: String,
+        series_key: String,
+        field: String,
+        min: i64,
+        max: i64,
+        take: Option<Take>,
+    },
+    /// Apply a schema statement (CREATE/DROP DATABASE, RETENTION POLICY …)
+    /// that a peer executed, on this node only.
+    Statement {
+        db: Option<String>,
+        rp: Option<String>,
+        text: String,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Response {
+    Written {
+        written: u64,
+        dropped: u64,
+        conflict: Option<String>,
+    },
+    Field(Vec<(i64, Value)>),
+    Done,
+}

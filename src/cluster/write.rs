@@ -1,0 +1,254 @@
+//! The write coordinator (DESIGN.md §4): any node takes a write, stamps it
+//! with one version, sends each point to its replicas in parallel and
+//! answers once the consistency level is met for every point.
+//!
+//! Levels count over a point's preference list (RF nodes, fewer in a
+//! smaller cluster): `one` (and `any`, until hinted handoff) needs one
+//! replica, `quorum` a majority, `all` every one. The coordinator's own copy
+//! counts when it is a replica. Replicas that answer after the level is met
+//! still store the points; replicas that did write when the level is not
+//! met keep what they wrote (the client retries; versions make the retry
+//! harmless).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+
+use super::{Cluster, Request, Response};
+use crate::config::WriteConsistency;
+use crate::lineproto::{self, Point};
+use crate::storage::engine::series_token;
+use crate::storage::{StorageError, WriteOptions, WriteOutcome};
+
+/// Why a write failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteFailure {
+    /// The level was not met; the text names it and each failed replica.
+    #[error("{0}")]
+    Consistency(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+fn required(level: WriteConsistency, replicas: usize) -> usize {
+    match level {
+        WriteConsistency::Any | WriteConsistency::One => 1,
+        WriteConsistency::Quorum => replicas / 2 + 1,
+        WriteConsistency::All => replicas,
+    }
+    .min(replicas)
+}
+
+fn level_name(level: WriteConsistency) -> &'static str {
+    match level {
+        WriteConsistency::Any => "any",
+        WriteConsistency::One => "one",
+        WriteConsistency::Quorum => "quorum",
+        WriteConsistency::All => "all",
+    }
+}
+
+/// What a replica said.
+type Reply = Result<WriteOutcome, String>;
+
+impl Cluster {
+    /// Write `points` across the cluster; blocks (run it on a blocking thread).
+    pub fn write(
+        &self,
+        db: &str,
+        rp: Option<&str>,
+        points: &[Point<'_>],
+        level: WriteConsistency,
+    ) -> Result<WriteOutcome, WriteFailure> {
+        let topology = self.topology();
+        let ring = &topology.ring;
+        if ring.members().len() <= 1 {
+            // A cluster of one is a node.
+            return Ok(self.storage.write(db, rp, points)?);
+        }
+        let keys: Vec<String> = points
+            .iter()
+            .map(|p| lineproto::series_key(&p.measurement, &p.tags))
+            .collect();
+        let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let known = self.storage.series_ids(db, &key_refs)?;
+        let sets: Vec<usize> = keys
+            .iter()
+            .map(|key| ring.set_of(series_token(db, key)).unwrap_or(0))
+            .collect();
+        // Per node: the points it stores, and new series it only registers.
+        let mut work: BTreeMap<&str, (Vec<&Point<'_>>, Vec<&Point<'_>>)> = BTreeMap::new();
+        for member in ring.members() {
+            work.insert(member.as_str(), (Vec::new(), Vec::new()));
+        }
+        for (index, point) in points.iter().enumerate() {
+            let Some(replicas) = ring.sets().get(sets[index]) else {
+                continue;
+            };
+            for (member, (values, index_only)) in work.iter_mut() {
+                if replicas.iter().any(|r| r == member) {
+                    values.push(point);
+                } else if known[index].is_none() {
+                    index_only.push(point);
+                }
+            }
+        }
+        let version = self.storage.next_version();
+        let mut calls = FuturesUnordered::new();
+        for (member, (values, index_only)) in &work {
+            if *member == self.node_id || (values.is_empty() && index_only.is_empty()) {
+                continue;
+            }
+            let encode = |points: &Vec<&Point<'_>>| -> Result<Vec<u8>, WriteFailure> {
+                if points.is_empty() {
+                    return Ok(Vec::new());
+                }
+                rmp_serde::to_vec(points)
+                    .map_err(|e| WriteFailure::Storage(StorageError::Engine(e.to_string())))
+            };
+            let request = Request::Write {
+                db: db.to_string(),
+                rp: rp.map(str::to_string),
+                version,
+                points: encode(values)?,
+                index_only: encode(index_only)?,
+            };
+            let id = member.to_string();
+            let Some(address) = topology.members.get(*member).map(|m| m.rpc_addr) else {
+                let failed: Reply = Err("unknown address".into());
+                calls.push(self.rpc.spawn(async move { (id, failed) }));
+                continue;
+            };
+            let client = self.client.clone();
+            calls.push(self.rpc.spawn(async move {
+                let reply = match client.call(address, request).await {
+                    Ok(Response::Written {
+                        written,
+                        dropped,
+                        conflict,
+                    }) => Ok(WriteOutcome {
+                        written: written as usize,
+                        dropped: dropped as usize,
+                        conflict,
+                    }),
+                    Ok(_) => Err("unexpected answer".to_string()),
+                    Err(error) => Err(error.to_string()),
+                };
+                (id, reply)
+            }));
+        }
+        // The local copy, while the remote ones are under way.
+        let mut replies: HashMap<String, Reply> = HashMap::new();
+        if let Some((values, index_only)) = work.get(self.node_id.as_str()) {
+            if !index_only.is_empty() {
+                let owned: Vec<Point<'_>> = index_only.iter().map(|p| (*p).clone()).collect();
+                let options = WriteOptions {
+                    version: Some(version),
+                    values: false,
+                };
+                self.storage.write_with(db, rp, &owned, options)?;
+            }
+            if !values.is_empty() {
+                let owned: Vec<Point<'_>> = values.iter().map(|p| (*p).clone()).collect();
+                let options = WriteOptions {
+                    version: Some(version),
+                    values: true,
+                };
+                let reply = match self.storage.write_with(db, rp, &owned, options) {
+                    Ok(outcome) => Ok(outcome),
+                    Err(error @ StorageError::DatabaseNotFound(_))
+                    | Err(error @ StorageError::RetentionPolicyNotFound(_)) => {
+                        return Err(error.into())
+                    }
+                    Err(error) => Err(error.to_string()),
+                };
+                replies.insert(self.node_id.clone(), reply);
+            }
+        }
+        let used: BTreeSet<usize> = sets.iter().copied().collect();
+        let storing: BTreeSet<&str> = work
+            .iter()
+            .filter(|(_, (values, _))| !values.is_empty())
+            .map(|(member, _)| *member)
+            .collect();
+        let decide = |replies: &HashMap<String, Reply>| -> Option<Result<(), String>> {
+            let mut waiting = false;
+            for set in &used {
+                let Some(replicas) = ring.sets().get(*set) else {
+                    continue;
+                };
+                let need = required(level, replicas.len());
+                let acked = replicas
+                    .iter()
+                    .filter(|r| matches!(replies.get(r.as_str()), Some(Ok(_))))
+                    .count();
+                if acked >= need {
+                    continue;
+                }
+                let failed: Vec<String> = replicas
+                    .iter()
+                    .filter_map(|r| match replies.get(r.as_str()) {
+                        Some(Err(why)) => Some(format!("{r}: {why}")),
+                        _ => None,
+                    })
+                    .collect();
+                if replicas.len() - failed.len() < need {
+                    return Some(Err(format!(
+                        "write failed: consistency {} not met: {acked} of {need} required ({})",
+                        level_name(level),
+                        failed.join(", ")
+                    )));
+                }
+                waiting = true;
+            }
+            (!waiting).then_some(Ok(()))
+        };
+        let decision = self.rpc.block_on(async {
+            loop {
+                if let Some(decision) = decide(&replies) {
+                    return decision;
+                }
+                match calls.next().await {
+                    Some(Ok((id, reply))) => {
+                        if storing.contains(id.as_str()) {
+                            replies.insert(id, reply);
+                        } else if let Err(error) = reply {
+                            tracing::debug!(node = %id, %error, "series registration failed");
+                        }
+                    }
+                    Some(Err(error)) => tracing::warn!(%error, "replica call panicked"),
+                    None => {
+                        return decide(&replies)
+                            .unwrap_or_else(|| Err("write failed: replicas did not answer".into()))
+                    }
+                }
+            }
+        });
+        // Calls still in flight finish in the background.
+        decision.map_err(WriteFailure::Consistency)?;
+        let mut outcome = WriteOutcome::default();
+        for reply in replies.values().flatten() {
+            outcome.written = outcome.written.max(reply.written);
+            outcome.dropped = outcome.dropped.max(reply.dropped);
+            if outcome.conflict.is_none() {
+                outcome.conflict.clone_from(&reply.conflict);
+            }
+        }
+        Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_count_over_the_preference_list() {
+        assert_eq!(required(WriteConsistency::Quorum, 3), 2);
+        assert_eq!(required(WriteConsistency::Quorum, 2), 2);
+        assert_eq!(required(WriteConsistency::Quorum, 1), 1);
+        assert_eq!(required(WriteConsistency::All, 3), 3);
+        assert_eq!(required(WriteConsistency::One, 3), 1);
+        assert_eq!(required(WriteConsistency::Any, 3), 1);
+    }
+}
