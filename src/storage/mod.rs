@@ -20,6 +20,8 @@
 mod block;
 mod catalog;
 pub(crate) mod engine;
+
+pub use engine::series_token;
 #[cfg(test)]
 mod tests;
 mod wal;

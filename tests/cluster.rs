@@ -1,0 +1,247 @@
+//! Multi-node tests over real processes and sockets: placement, consistency
+//! levels under `kill -9`, schema statements across the cluster, and the
+//! cluster secret.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{encode, get_query, request, wait_until, TestCluster};
+use dynaflux::lineproto::series_key;
+use dynaflux_actors::Ring;
+use serde_json::Value;
+
+fn write_at(url: &str, db: &str, consistency: &str, body: &str) -> (u16, String) {
+    request(
+        "POST",
+        &format!(
+            "{url}/write?{}",
+            encode(&[("db", db), ("consistency", consistency)])
+        ),
+        Some((body.as_bytes(), "text/plain")),
+    )
+}
+
+fn create_database(url: &str, db: &str) {
+    let (status, body) = common::post_query(url, &format!("CREATE DATABASE {db}"));
+    assert_eq!(status, 200, "{body}");
+}
+
+fn query(url: &str, db: &str, q: &str) -> Value {
+    let (status, body) = get_query(url, &[("db", db), ("q", q)]);
+    assert_eq!(status, 200, "{q}: {body}");
+    body
+}
+
+fn points_stored(node: &common::Node) -> u64 {
+    node.cluster_status()["local"]["points_stored"]
+        .as_u64()
+        .expect("points_stored")
+}
+
+/// `hosts` series, `per_host` points each, one line per point.
+fn lines(hosts: usize, per_host: usize, offset: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for t in 0..per_host {
+        for h in 0..hosts {
+            out.push(format!(
+                "cpu,host=h{h:03},rack=r{} v={}.5,n={}i {}",
+                h % 7,
+                t + h,
+                t,
+                (offset + t) as i64 * 1_000_000_000
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn five_nodes_rf3_store_every_point_exactly_three_times() {
+    let cluster = TestCluster::start(5, 3);
+    create_database(&cluster.url(0), "db");
+    let all = lines(60, 20, 0);
+    // Writes spread over every node.
+    for (i, chunk) in all.chunks(100).enumerate() {
+        let url = cluster.url(i % 5);
+        let (status, body) = write_at(&url, "db", "all", &chunk.join("\n"));
+        assert_eq!(status, 204, "{body}");
+    }
+    // What each node must hold, from the ring every node computes.
+    let members: Vec<String> = (1..=5).map(|i| format!("node-{i}")).collect();
+    let ring = Ring::new(members.clone(), 128, 3);
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for h in 0..60 {
+        let tags = [
+            ("host".to_string(), format!("h{h:03}")),
+            ("rack".to_string(), format!("r{}", h % 7)),
+        ];
+        let key = series_key("cpu", &tags);
+        let token = dynaflux::storage::series_token("db", &key);
+        for replica in ring.replicas(token) {
+            *expected.entry(replica.clone()).or_default() += 20;
+        }
+    }
+    let stored: BTreeMap<String, u64> = cluster
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| (format!("node-{}", i + 1), points_stored(node)))
+        .collect();
+    assert_eq!(
+        stored.values().sum::<u64>(),
+        3 * all.len() as u64,
+        "{stored:?}"
+    );
+    assert_eq!(stored, expected);
+    // Every node answers every query the same, and right.
+    let queries = [
+        "SELECT count(v), sum(n) FROM cpu",
+        "SELECT sum(v) FROM cpu GROUP BY host",
+        "SELECT * FROM cpu WHERE host = 'h042' ORDER BY time DESC LIMIT 3",
+        "SHOW SERIES",
+        "SHOW TAG VALUES WITH KEY = rack",
+    ];
+    for q in queries {
+        let first = query(&cluster.url(0), "db", q);
+        for i in 1..5 {
+            assert_eq!(
+                query(&cluster.url(i), "db", q),
+                first,
+                "{q} on node-{}",
+                i + 1
+            );
+        }
+    }
+    let count = query(&cluster.url(3), "db", "SELECT count(v) FROM cpu");
+    assert_eq!(count["results"][0]["series"][0]["values"][0][1], 1200);
+}
+
+#[test]
+fn quorum_survives_one_kill9_and_fails_clearly_with_two() {
+    let mut cluster = TestCluster::start(3, 3);
+    create_database(&cluster.url(0), "db");
+    let (status, body) = write_at(&cluster.url(0), "db", "quorum", &lines(10, 5, 0).join("\n"));
+    assert_eq!(status, 204, "{body}");
+    cluster.nodes[2].kill9();
+    // Quorum writes through both survivors, and reads, keep working.
+    for (i, url) in [cluster.url(0), cluster.url(1)].iter().enumerate() {
+        let (status, body) = write_at(url, "db", "quorum", &lines(10, 5, 10 * (i + 1)).join("\n"));
+        assert_eq!(status, 204, "{body}");
+    }
+    for url in [cluster.url(0), cluster.url(1)] {
+        let answer = query(&url, "db", "SELECT count(v) FROM cpu");
+        assert_eq!(
+            answer["results"][0]["series"][0]["values"][0][1], 150,
+            "{answer}"
+        );
+    }
+    cluster.nodes[1].kill9();
+    let (status, body) = write_at(
+        &cluster.url(0),
+        "db",
+        "quorum",
+        &lines(10, 1, 100).join("\n"),
+    );
+    assert_eq!(status, 503, "{body}");
+    let error: Value = serde_json::from_str(&body).expect("json error");
+    let text = error["error"].as_str().expect("error text");
+    assert!(
+        text.starts_with("write failed: consistency quorum not met: 1 of 2 required ("),
+        "{text}"
+    );
+    assert!(
+        text.contains("node-2: ") && text.contains("node-3: "),
+        "{text}"
+    );
+    let (status, body) = write_at(&cluster.url(0), "db", "one", &lines(10, 1, 100).join("\n"));
+    assert_eq!(status, 204, "{body}");
+    let answer = query(&cluster.url(0), "db", "SELECT count(v) FROM cpu");
+    assert_eq!(
+        answer["results"][0]["series"][0]["values"][0][1], 160,
+        "{answer}"
+    );
+    // An unknown level is the client's mistake.
+    let (status, _) = write_at(&cluster.url(0), "db", "most", "cpu v=1");
+    assert_eq!(status, 400);
+}
+
+#[test]
+fn schema_statements_reach_every_node_and_outlive_their_issuer() {
+    let mut cluster = TestCluster::start(3, 3);
+    create_database(&cluster.url(0), "metrics");
+    let (status, body) = common::post_query(
+        &cluster.url(0),
+        "CREATE RETENTION POLICY week ON metrics DURATION 7d REPLICATION 1",
+    );
+    assert_eq!(status, 200, "{body}");
+    cluster.nodes[0].kill9();
+    for index in [1, 2] {
+        let url = cluster.url(index);
+        let databases = query(&url, "", "SHOW DATABASES");
+        assert!(databases.to_string().contains("\"metrics\""), "{databases}");
+        let policies = query(&url, "metrics", "SHOW RETENTION POLICIES ON metrics");
+        assert!(policies.to_string().contains("\"week\""), "{policies}");
+        let (status, body) = write_at(&url, "metrics", "quorum", "m v=1 1");
+        assert_eq!(status, 204, "{body}");
+    }
+    let answer = query(&cluster.url(2), "metrics", "SELECT count(v) FROM m");
+    assert_eq!(
+        answer["results"][0]["series"][0]["values"][0][1], 1,
+        "{answer}"
+    );
+}
+
+#[test]
+fn a_node_with_the_wrong_secret_is_kept_out() {
+    let cluster = TestCluster::start(2, 3);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seed = format!("127.0.0.1:{}", cluster.nodes[0].gossip_port);
+    let intruder = common::Node::start_with_env(
+        dir.path(),
+        &[
+            ("DYNAFLUX_NODE__ID", "intruder"),
+            ("DYNAFLUX_CLUSTER__SEEDS", seed.as_str()),
+            ("DYNAFLUX_CLUSTER__SECRET", "wrong"),
+        ],
+    );
+    // Its gossip is dropped: the node counts rejected datagrams...
+    wait_until("rejected gossip", Duration::from_secs(20), || {
+        cluster.nodes[0].cluster_status()["local"]["gossip_datagrams_rejected"]
+            .as_u64()
+            .is_some_and(|n| n > 0)
+    });
+    // ...and never lists it.
+    for node in &cluster.nodes {
+        assert!(!node.cluster_status().to_string().contains("intruder"));
+    }
+    assert_eq!(intruder.live_members(), vec!["intruder".to_string()]);
+    // An RPC connection with the wrong secret is refused too.
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let client: dynaflux_actors::rpc::Client<
+        dynaflux::cluster::Request,
+        dynaflux::cluster::Response,
+    > = dynaflux_actors::rpc::Client::new(
+        "intruder".into(),
+        b"wrong".as_slice().into(),
+        Duration::from_secs(5),
+    );
+    let address = format!("127.0.0.1:{}", cluster.nodes[0].rpc_port)
+        .parse()
+        .expect("address");
+    let answer = runtime.block_on(client.call(
+        address,
+        dynaflux::cluster::Request::Statement {
+            db: None,
+            rp: None,
+            text: "DROP DATABASE x".into(),
+        },
+    ));
+    assert_eq!(answer.err(), Some(dynaflux_actors::rpc::RpcError::Auth));
+    wait_until("a rejected RPC connection", Duration::from_secs(10), || {
+        cluster.nodes[0].cluster_status()["local"]["rpc_connections_rejected"]
+            .as_u64()
+            .is_some_and(|n| n > 0)
+    });
+}
