@@ -9,5 +9,6 @@ pub mod config;
 pub mod http;
 pub mod influxql;
 pub mod lineproto;
+pub mod local;
 pub mod node;
 pub mod storage;

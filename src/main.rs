@@ -1,4 +1,5 @@
-//! The `dynaflux` command line: `serve` a node.
+//! The `dynaflux` command line: `serve` a node, run a `local` cluster,
+//! print a node's cluster `status`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,6 +36,26 @@ enum Command {
         #[arg(long)]
         node_id: Option<String>,
     },
+    /// Start a local cluster of real processes on 127.0.0.1 (RF 3, or fewer
+    /// nodes); Ctrl-C stops them all.
+    Local {
+        /// How many nodes.
+        #[arg(long, default_value_t = 3)]
+        nodes: u16,
+        /// Node i keeps its data under DATA_DIR/node-i.
+        #[arg(long, default_value = "data/local")]
+        data_dir: PathBuf,
+        /// HTTP port of node 1; node i uses PORT+i-1, RPC PORT+1000+i-1,
+        /// gossip PORT+2000+i-1.
+        #[arg(long, default_value_t = 8086)]
+        port: u16,
+    },
+    /// Print a node's view of the cluster (GET /cluster) as a table.
+    Status {
+        /// The node's HTTP address.
+        #[arg(long, default_value = "http://127.0.0.1:8086")]
+        url: String,
+    },
 }
 
 /// Exit code for a configuration error, as operators' scripts expect.
@@ -50,6 +71,27 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
+        Command::Local {
+            nodes,
+            data_dir,
+            port,
+        } => match dynaflux::local::run_local(nodes, &data_dir, port) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("dynaflux local: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Status { url } => match dynaflux::local::status(&url) {
+            Ok(table) => {
+                print!("{table}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("dynaflux status: {error}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Serve {
             config,
             http_bind,

@@ -245,3 +245,97 @@ fn a_node_with_the_wrong_secret_is_kept_out() {
             .is_some_and(|n| n > 0)
     });
 }
+
+#[test]
+fn status_prints_the_members_as_a_table() {
+    let cluster = TestCluster::start(3, 3);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_dynaflux"))
+        .args(["status", "--url", &cluster.url(1)])
+        .output()
+        .expect("dynaflux status");
+    assert!(output.status.success());
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        table.contains("node node-2  replication factor 3"),
+        "{table}"
+    );
+    for id in ["node-1", "node-2", "node-3"] {
+        let row = table
+            .lines()
+            .find(|line| line.starts_with(id))
+            .unwrap_or_else(|| panic!("no row for {id}:\n{table}"));
+        assert!(row.contains(" normal ") && row.contains(" yes "), "{row}");
+    }
+    let unreachable = std::process::Command::new(env!("CARGO_BIN_EXE_dynaflux"))
+        .args(["status", "--url", "http://127.0.0.1:1"])
+        .output()
+        .expect("dynaflux status");
+    assert!(!unreachable.status.success());
+}
+
+/// A base port whose node ports (HTTP base+i, RPC base+1000+i, gossip
+/// base+2000+i) are all free now.
+fn free_local_base(nodes: u16) -> u16 {
+    for _ in 0..200 {
+        let base = 20_000 + (rand::random::<u16>() % 20_000);
+        let free = (0..nodes).all(|i| {
+            std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()
+                && std::net::TcpListener::bind(("127.0.0.1", base + 1000 + i)).is_ok()
+                && std::net::UdpSocket::bind(("127.0.0.1", base + 2000 + i)).is_ok()
+        });
+        if free {
+            return base;
+        }
+    }
+    panic!("no free ports for a local cluster");
+}
+
+#[test]
+fn local_starts_a_working_cluster_and_stops_it_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = free_local_base(3);
+    let mut local = std::process::Command::new(env!("CARGO_BIN_EXE_dynaflux"))
+        .args([
+            "local",
+            "--nodes",
+            "3",
+            "--port",
+            &base.to_string(),
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("dynaflux local");
+    let url = |i: u16| format!("http://127.0.0.1:{}", base + i);
+    wait_until("three live members", Duration::from_secs(30), || {
+        let (_, body) = request("GET", &format!("{}/cluster", url(0)), None);
+        body.matches("\"live\":true").count() == 3
+    });
+    create_database(&url(0), "db");
+    let (status, body) = write_at(&url(1), "db", "all", "m v=1 1\nm v=2 2");
+    assert_eq!(status, 204, "{body}");
+    let answer = query(&url(2), "db", "SELECT sum(v) FROM m");
+    assert_eq!(
+        answer["results"][0]["series"][0]["values"][0][1], 3,
+        "{answer}"
+    );
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(local.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+    let status = local.wait().expect("wait");
+    assert!(status.success(), "{status}");
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut local.stdout.take().expect("stdout"), &mut out)
+        .expect("read");
+    for i in 1..=3 {
+        assert!(
+            out.contains(&format!("node-{i}: http://127.0.0.1:{}", base + i - 1)),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("node-{i}: stopped (exit status: 0)")),
+            "{out}"
+        );
+    }
+    assert!(dir.path().join("node-1").join("node_id").exists());
+}
