@@ -18,7 +18,7 @@ use rand::{Rng, SeedableRng};
 #[derive(Parser, Debug)]
 #[command(about = "Write TSBS-like cpu points to an InfluxDB 1.x compatible server")]
 struct Args {
-    /// Server base URL.
+    /// Server base URL; several, comma-separated, spread the connections over them.
     #[arg(long, default_value = "http://127.0.0.1:8086")]
     url: String,
     /// Database (created if missing).
@@ -149,8 +149,18 @@ fn main() {
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(300))
         .build();
+    let urls: Vec<String> = args
+        .url
+        .split(',')
+        .map(|u| u.trim().trim_end_matches('/').to_string())
+        .filter(|u| !u.is_empty())
+        .collect();
+    let Some(first_url) = urls.first() else {
+        eprintln!("--url: at least one URL");
+        std::process::exit(2);
+    };
     let created = agent
-        .post(&format!("{}/query", args.url))
+        .post(&format!("{first_url}/query"))
         .send_form(&[("q", &format!("CREATE DATABASE \"{}\"", args.db))]);
     if let Err(error) = created {
         eprintln!("CREATE DATABASE failed: {error}");
@@ -179,13 +189,18 @@ fn main() {
         bytes >> 20,
         args.connections
     );
-    let url = format!("{}/write?db={}&precision=ns", args.url, args.db);
     let started = Instant::now();
     let failures: usize = std::thread::scope(|scope| {
         let handles: Vec<_> = generated
             .into_iter()
-            .map(|batches| {
-                let url = url.clone();
+            .enumerate()
+            .map(|(c, batches)| {
+                // Connections spread over the nodes.
+                let url = format!(
+                    "{}/write?db={}&precision=ns",
+                    urls[c % urls.len()],
+                    args.db
+                );
                 scope.spawn(move || {
                     let agent = ureq::AgentBuilder::new()
                         .timeout(Duration::from_secs(300))
