@@ -196,11 +196,7 @@ fn main() {
             .enumerate()
             .map(|(c, batches)| {
                 // Connections spread over the nodes.
-                let url = format!(
-                    "{}/write?db={}&precision=ns",
-                    urls[c % urls.len()],
-                    args.db
-                );
+                let url = format!("{}/write?db={}&precision=ns", urls[c % urls.len()], args.db);
                 scope.spawn(move || {
                     let agent = ureq::AgentBuilder::new()
                         .timeout(Duration::from_secs(300))

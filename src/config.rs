@@ -312,7 +312,8 @@ impl Config {
         }
         if self.cluster.read_consistency == ReadConsistency::Quorum {
             return Err(ConfigError(
-                "cluster.read_consistency: quorum reads are not supported yet; set it to \"one\"".into(),
+                "cluster.read_consistency: quorum reads are not supported yet; set it to \"one\""
+                    .into(),
             ));
         }
         if self.cluster.secret.is_empty() {

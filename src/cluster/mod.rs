@@ -29,7 +29,7 @@ use tokio::sync::watch;
 
 use crate::config::{Config, ReadConsistency, WriteConsistency};
 use crate::influxql::{self, QueryContext, QueryLimits};
-use crate::lineproto::Point;
+use crate::lineproto;
 use crate::storage::{self, SeriesInfo, Storage, Take, Value, WriteOptions};
 
 pub use protocol::{Request, Response};
@@ -347,30 +347,30 @@ fn handle_blocking(storage: &Storage, request: Request) -> Result<Response, Stri
             db,
             rp,
             version,
-            points,
+            precision,
+            now,
+            lines,
             index_only,
         } => {
             let mut outcome = storage::WriteOutcome::default();
             if !index_only.is_empty() {
-                let decoded: Vec<Point<'_>> =
-                    rmp_serde::from_slice(&index_only).map_err(|e| format!("bad points: {e}"))?;
+                let batch = lineproto::parse(&index_only, precision, now);
                 let options = WriteOptions {
                     version: Some(version),
                     values: false,
                 };
                 storage
-                    .write_with(&db, rp.as_deref(), &decoded, options)
+                    .write_with(&db, rp.as_deref(), &batch.points, options)
                     .map_err(|e| e.to_string())?;
             }
-            if !points.is_empty() {
-                let decoded: Vec<Point<'_>> =
-                    rmp_serde::from_slice(&points).map_err(|e| format!("bad points: {e}"))?;
+            if !lines.is_empty() {
+                let batch = lineproto::parse(&lines, precision, now);
                 let options = WriteOptions {
                     version: Some(version),
                     values: true,
                 };
                 outcome = storage
-                    .write_with(&db, rp.as_deref(), &decoded, options)
+                    .write_with(&db, rp.as_deref(), &batch.points, options)
                     .map_err(|e| e.to_string())?;
             }
             Ok(Response::Written {

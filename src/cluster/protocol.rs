@@ -5,18 +5,23 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::lineproto::Precision;
 use crate::storage::{Take, Value};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Request {
-    /// Store `points` (msgpack of `Vec<Point>`) at `version`, and register
-    /// the series of `index_only` without storing them.
+    /// Store the points of `lines` (line protocol, as the client sent it,
+    /// read with `precision` and `now` for lines without a timestamp) at
+    /// `version`, and register the series of `index_only` without storing
+    /// their points.
     Write {
         db: String,
         rp: Option<String>,
         version: u64,
+        precision: Precision,
+        now: i64,
         #[serde(with = "serde_bytes")]
-        points: Vec<u8>,
+        lines: Vec<u8>,
         #[serde(with = "serde_bytes")]
         index_only: Vec<u8>,
     },

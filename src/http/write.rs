@@ -73,6 +73,7 @@ pub async fn write(
                 &database,
                 retention_policy.as_deref(),
                 &batch.points,
+                (precision, now),
                 consistency,
             )?,
             None => storage.write(&database, retention_policy.as_deref(), &batch.points)?,

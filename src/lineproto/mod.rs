@@ -12,7 +12,7 @@ pub use parser::{parse, MAX_NANO_TIME, MIN_NANO_TIME};
 use std::borrow::Cow;
 
 /// Timestamp precision of a write (`precision=` on `/write`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Precision {
     #[default]
     Nanosecond,
@@ -52,7 +52,7 @@ impl Precision {
 }
 
 /// A field value as written.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum FieldValue<'a> {
     Float(f64),
     Integer(i64),
@@ -62,8 +62,7 @@ pub enum FieldValue<'a> {
 }
 
 /// One parsed point. Names are unescaped.
-/// Serializable: a coordinator sends points to their replicas as they are.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Point<'a> {
     pub measurement: Cow<'a, str>,
     /// Sorted by key; a key written twice keeps its last value.
@@ -74,6 +73,8 @@ pub struct Point<'a> {
     pub timestamp: i64,
     /// 1-based line number in the request body.
     pub line: usize,
+    /// The line itself (trimmed): what a coordinator forwards to replicas.
+    pub text: &'a str,
 }
 
 /// A line that could not be parsed.

@@ -270,6 +270,7 @@ fn parse_line(
         fields,
         timestamp,
         line: number,
+        text,
     })
 }
 
