@@ -339,3 +339,55 @@ fn local_starts_a_working_cluster_and_stops_it_cleanly() {
     }
     assert!(dir.path().join("node-1").join("node_id").exists());
 }
+
+fn database_names(url: &str) -> Vec<String> {
+    let answer = query(url, "", "SHOW DATABASES");
+    let mut names: Vec<String> = answer["results"][0]["series"][0]["values"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|row| row[0].as_str().map(str::to_string))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_node_that_missed_schema_statements_catches_up_and_drops_stay_dropped() {
+    let mut cluster = TestCluster::start(3, 3);
+    create_database(&cluster.url(0), "keep");
+    create_database(&cluster.url(0), "gone");
+    cluster.nodes[2].kill9();
+    let (status, body) = common::post_query(&cluster.url(0), "DROP DATABASE gone");
+    assert_eq!(status, 200, "{body}");
+    create_database(&cluster.url(1), "new");
+    let (status, body) = common::post_query(
+        &cluster.url(1),
+        "CREATE RETENTION POLICY short ON keep DURATION 1h REPLICATION 1 DEFAULT",
+    );
+    assert_eq!(status, 200, "{body}");
+    cluster.nodes[2].restart();
+    cluster.wait_live(3);
+    let wanted = vec!["keep".to_string(), "new".to_string()];
+    wait_until("node 3 to catch up", Duration::from_secs(30), || {
+        database_names(&cluster.url(2)) == wanted
+    });
+    // The node that missed the drop did not bring "gone" back anywhere.
+    for index in 0..3 {
+        assert_eq!(
+            database_names(&cluster.url(index)),
+            wanted,
+            "node-{}",
+            index + 1
+        );
+    }
+    let policies = query(&cluster.url(2), "keep", "SHOW RETENTION POLICIES ON keep");
+    assert!(
+        policies
+            .to_string()
+            .contains("[\"short\",\"1h0m0s\",\"1h0m0s\",1,true]"),
+        "{policies}"
+    );
+    let (status, body) = write_at(&cluster.url(2), "new", "all", "m v=1 1");
+    assert_eq!(status, 204, "{body}");
+}

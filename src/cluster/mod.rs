@@ -14,6 +14,7 @@
 //! replicas.
 
 pub mod protocol;
+pub mod schema;
 mod topology;
 mod write;
 
@@ -56,6 +57,7 @@ pub struct Cluster {
     pub rpc_stats: Arc<ServerStats>,
     pub gossip_rejected: Arc<AtomicU64>,
     membership: actix::Addr<membership::Membership>,
+    schema: Arc<schema::SchemaBook>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -137,12 +139,18 @@ impl Prepared {
         } = self;
         let secret: Arc<[u8]> = config.cluster.secret.as_bytes().into();
         let rpc_stats = Arc::new(ServerStats::default());
+        let schema = Arc::new(schema::SchemaBook::open(
+            config.node.data_dir.join("cluster_schema.msgpack"),
+        ));
+        // A catalog from before this node kept a schema book joins it now.
+        schema.observe_local(&storage, storage.next_version());
         runtime.spawn(rpc::serve::<Request, Response, Handler>(
             listener,
             node_id.to_string(),
             secret.clone(),
             Arc::new(Handler {
                 storage: storage.clone(),
+                schema: schema.clone(),
             }),
             rpc_stats.clone(),
         ));
@@ -190,8 +198,11 @@ impl Prepared {
             rpc_stats,
             gossip_rejected: membership.rejected.clone(),
             membership: membership.addr,
+            schema,
         };
-        Ok((Arc::new(cluster), runtime))
+        let cluster = Arc::new(cluster);
+        runtime.spawn(schema_exchange(Arc::downgrade(&cluster)));
+        Ok((cluster, runtime))
     }
 }
 
@@ -242,10 +253,44 @@ impl Cluster {
         }
     }
 
-    /// Run a schema statement that this node executed on every other member
-    /// too. Best effort: a member that is down misses it (and the answer
-    /// says nothing); the README says how to converge.
-    pub async fn broadcast_statement(&self, db: Option<String>, rp: Option<String>, text: String) {
+    /// After a statement that changes the schema or data ran here: push the
+    /// schema to every member if it changed, else run the statement on
+    /// every member (data deletes: best effort, a member that is down
+    /// misses them).
+    pub async fn after_statement(&self, db: Option<String>, rp: Option<String>, text: String) {
+        let storage = self.storage.clone();
+        let book = self.schema.clone();
+        let changed = tokio::task::spawn_blocking(move || {
+            book.observe_local(&storage, storage.next_version())
+        })
+        .await
+        .unwrap_or(false);
+        if changed {
+            let topology = self.topology();
+            let peers: Vec<SocketAddr> = topology
+                .members
+                .iter()
+                .filter(|(id, _)| **id != self.node_id)
+                .map(|(_, member)| member.rpc_addr)
+                .collect();
+            let mut calls = Vec::new();
+            for address in peers {
+                calls.push(self.rpc.spawn(exchange_schema(
+                    self.client.clone(),
+                    address,
+                    self.storage.clone(),
+                    self.schema.clone(),
+                )));
+            }
+            for call in calls {
+                let _ = call.await;
+            }
+        } else if !is_schema_statement(&text) {
+            self.broadcast_statement(db, rp, text).await;
+        }
+    }
+
+    async fn broadcast_statement(&self, db: Option<String>, rp: Option<String>, text: String) {
         let topology = self.topology();
         let mut calls = Vec::new();
         for (id, member) in &topology.members {
@@ -329,20 +374,30 @@ impl Cluster {
 /// blocking threads.
 struct Handler {
     storage: Storage,
+    schema: Arc<schema::SchemaBook>,
 }
 
 #[async_trait::async_trait]
 impl rpc::Handler<Request, Response> for Handler {
     async fn handle(&self, _peer: &str, request: Request) -> Result<Response, String> {
         let storage = self.storage.clone();
-        tokio::task::spawn_blocking(move || handle_blocking(&storage, request))
+        let book = self.schema.clone();
+        tokio::task::spawn_blocking(move || handle_blocking(&storage, &book, request))
             .await
             .map_err(|error| format!("request failed: {error}"))?
     }
 }
 
-fn handle_blocking(storage: &Storage, request: Request) -> Result<Response, String> {
+fn handle_blocking(
+    storage: &Storage,
+    book: &schema::SchemaBook,
+    request: Request,
+) -> Result<Response, String> {
     match request {
+        Request::Schema(theirs) => {
+            book.merge(storage, &theirs);
+            Ok(Response::Schema(book.snapshot()))
+        }
         Request::Write {
             db,
             rp,
@@ -418,4 +473,67 @@ fn handle_blocking(storage: &Storage, request: Request) -> Result<Response, Stri
             Ok(Response::Done)
         }
     }
+}
+
+/// Push our schema to the member at `address` and merge its answer.
+async fn exchange_schema(
+    client: Arc<Client<Request, Response>>,
+    address: SocketAddr,
+    storage: Storage,
+    book: Arc<schema::SchemaBook>,
+) {
+    match client.call(address, Request::Schema(book.snapshot())).await {
+        Ok(Response::Schema(theirs)) => {
+            let _ = tokio::task::spawn_blocking(move || book.merge(&storage, &theirs)).await;
+        }
+        Ok(_) => tracing::warn!(%address, "schema exchange: unexpected answer"),
+        Err(error) => tracing::debug!(%address, %error, "schema exchange failed"),
+    }
+}
+
+/// Every few seconds, exchange schemas with the next live member in turn:
+/// how a node that missed a statement catches up.
+async fn schema_exchange(cluster: std::sync::Weak<Cluster>) {
+    let mut turn = 0usize;
+    let mut interval = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        interval.tick().await;
+        let Some(cluster) = cluster.upgrade() else {
+            return;
+        };
+        let topology = cluster.topology();
+        let peers: Vec<SocketAddr> = topology
+            .members
+            .iter()
+            .filter(|(id, member)| **id != cluster.node_id && member.live)
+            .map(|(_, member)| member.rpc_addr)
+            .collect();
+        if peers.is_empty() {
+            continue;
+        }
+        turn = turn.wrapping_add(1);
+        let address = peers[turn % peers.len()];
+        exchange_schema(
+            cluster.client.clone(),
+            address,
+            cluster.storage.clone(),
+            cluster.schema.clone(),
+        )
+        .await;
+    }
+}
+
+/// Statements whose effect the schema book carries (so they are never sent
+/// as statements).
+fn is_schema_statement(text: &str) -> bool {
+    let upper = text.trim_start().to_ascii_uppercase();
+    [
+        "CREATE DATABASE",
+        "DROP DATABASE",
+        "CREATE RETENTION POLICY",
+        "ALTER RETENTION POLICY",
+        "DROP RETENTION POLICY",
+    ]
+    .iter()
+    .any(|prefix| upper.starts_with(prefix))
 }

@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::schema::SchemaState;
 use crate::lineproto::Precision;
 use crate::storage::{Take, Value};
 
@@ -35,8 +36,10 @@ pub enum Request {
         max: i64,
         take: Option<Take>,
     },
-    /// Apply a schema statement (CREATE/DROP DATABASE, RETENTION POLICY …)
-    /// that a peer executed, on this node only.
+    /// The sender's schema: merge it, answer with the merged one.
+    Schema(SchemaState),
+    /// Run a statement that changes data, not the schema (DROP MEASUREMENT,
+    /// DROP SERIES, DELETE), that a peer executed, on this node only.
     Statement {
         db: Option<String>,
         rp: Option<String>,
@@ -52,5 +55,6 @@ pub enum Response {
         conflict: Option<String>,
     },
     Field(Vec<(i64, Value)>),
+    Schema(SchemaState),
     Done,
 }

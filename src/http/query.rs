@@ -105,7 +105,7 @@ pub async fn query(
     if let Some(cluster) = &state.cluster {
         for text in applied {
             cluster
-                .broadcast_statement(database.clone(), retention_policy.clone(), text)
+                .after_statement(database.clone(), retention_policy.clone(), text)
                 .await;
         }
     }
