@@ -310,12 +310,6 @@ impl Config {
                 "cluster.replication_factor: must be at least 1".into(),
             ));
         }
-        if self.cluster.read_consistency == ReadConsistency::Quorum {
-            return Err(ConfigError(
-                "cluster.read_consistency: quorum reads are not supported yet; set it to \"one\""
-                    .into(),
-            ));
-        }
         if self.cluster.secret.is_empty() {
             return Err(ConfigError("cluster.secret: must not be empty".into()));
         }

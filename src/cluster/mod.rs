@@ -316,8 +316,12 @@ impl Cluster {
         }
     }
 
-    /// Points of one series: from this node when it holds them, else from
-    /// the first of its replicas that answers. Runs on a blocking thread.
+    /// Points of one series. At read consistency `one`: from this node when
+    /// it holds them, else from the first of its replicas that answers. At
+    /// `quorum`: from a majority of its replicas (this node first), merged
+    /// by version, so that with quorum writes a read sees every
+    /// acknowledged write even from a replica that missed some. `None`:
+    /// read locally. Runs on a blocking thread.
     pub fn read_field(
         &self,
         db: &str,
@@ -328,16 +332,32 @@ impl Cluster {
         take: Option<Take>,
     ) -> Result<Option<Vec<(i64, Value)>>, String> {
         let topology = self.topology();
-        let token = storage::engine::series_token(db, &series.key);
+        let token = storage::series_token(db, &series.key);
         let replicas = topology.ring.replicas(token);
-        if replicas.is_empty() || replicas.contains(&self.node_id) {
+        let local = replicas.contains(&self.node_id);
+        let quorum = self.read_consistency == ReadConsistency::Quorum && replicas.len() > 1;
+        if replicas.is_empty() || (local && !quorum) {
             return Ok(None);
         }
+        let need = if quorum { replicas.len() / 2 + 1 } else { 1 };
+        let mut answers: Vec<Vec<(i64, u64, Value)>> = Vec::new();
         let mut failures = Vec::new();
-        // Live replicas first, in preference order.
-        let mut order: Vec<&String> = replicas.iter().collect();
+        if local {
+            match self
+                .storage
+                .read_field_versioned(db, rp, series.id, field, range, take)
+            {
+                Ok(points) => answers.push(points),
+                Err(error) => failures.push(format!("{}: {error}", self.node_id)),
+            }
+        }
+        // The others, live ones first, in preference order.
+        let mut order: Vec<&String> = replicas.iter().filter(|r| **r != self.node_id).collect();
         order.sort_by_key(|id| !topology.members.get(*id).is_some_and(|m| m.live));
         for id in order {
+            if answers.len() >= need {
+                break;
+            }
             let Some(member) = topology.members.get(id) else {
                 failures.push(format!("{id}: unknown address"));
                 continue;
@@ -350,6 +370,7 @@ impl Cluster {
                 min: range.0,
                 max: range.1,
                 take,
+                versions: true,
             };
             let client = self.client.clone();
             let address = member.rpc_addr;
@@ -357,17 +378,38 @@ impl Cluster {
                 .rpc
                 .block_on(async move { client.call(address, request).await });
             match answer {
-                Ok(Response::Field(values)) => return Ok(Some(values)),
+                Ok(Response::Versioned(points)) => answers.push(points),
                 Ok(_) => failures.push(format!("{id}: unexpected answer")),
                 Err(error) => failures.push(format!("{id}: {error}")),
             }
         }
-        Err(format!(
-            "no replica of series {} answered ({})",
-            series.key,
-            failures.join(", ")
-        ))
+        if answers.len() < need {
+            return Err(format!(
+                "read failed: consistency {} not met: {} of {need} replicas of series {} answered ({})",
+                if quorum { "quorum" } else { "one" },
+                answers.len(),
+                series.key,
+                failures.join(", ")
+            ));
+        }
+        Ok(Some(merge_versions(answers, take)))
     }
+}
+
+/// Several replicas' points of one field, one per timestamp: the highest
+/// version wins.
+fn merge_versions(answers: Vec<Vec<(i64, u64, Value)>>, take: Option<Take>) -> Vec<(i64, Value)> {
+    let mut points: Vec<(i64, u64, Value)> = answers.into_iter().flatten().collect();
+    points.sort_by_key(|(time, version, _)| (*time, *version));
+    let mut out: Vec<(i64, Value)> = Vec::with_capacity(points.len());
+    for (time, _, value) in points {
+        match out.last_mut() {
+            Some(last) if last.0 == time => last.1 = value,
+            _ => out.push((time, value)),
+        }
+    }
+    Take::apply(take, &mut out);
+    out
 }
 
 /// Serves peers' requests on the RPC runtime; storage work runs on its
@@ -442,6 +484,7 @@ fn handle_blocking(
             min,
             max,
             take,
+            versions,
         } => {
             let ids = storage
                 .series_ids(&db, &[series_key.as_str()])
@@ -449,10 +492,17 @@ fn handle_blocking(
             let Some(Some(id)) = ids.first() else {
                 return Ok(Response::Field(Vec::new()));
             };
-            storage
-                .read_field(&db, &rp, *id, &field, (min, max), take)
-                .map(Response::Field)
-                .map_err(|e| e.to_string())
+            if versions {
+                storage
+                    .read_field_versioned(&db, &rp, *id, &field, (min, max), take)
+                    .map(Response::Versioned)
+                    .map_err(|e| e.to_string())
+            } else {
+                storage
+                    .read_field(&db, &rp, *id, &field, (min, max), take)
+                    .map(Response::Field)
+                    .map_err(|e| e.to_string())
+            }
         }
         Request::Statement { db, rp, text } => {
             let query = influxql::parse(&text).map_err(|e| e.to_string())?;

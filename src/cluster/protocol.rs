@@ -35,6 +35,9 @@ pub enum Request {
         min: i64,
         max: i64,
         take: Option<Take>,
+        /// Answer with versions ([`Response::Versioned`]), for quorum reads.
+        #[serde(default)]
+        versions: bool,
     },
     /// The sender's schema: merge it, answer with the merged one.
     Schema(SchemaState),
@@ -55,6 +58,7 @@ pub enum Response {
         conflict: Option<String>,
     },
     Field(Vec<(i64, Value)>),
+    Versioned(Vec<(i64, u64, Value)>),
     Schema(SchemaState),
     Done,
 }

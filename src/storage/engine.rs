@@ -33,6 +33,12 @@ use super::{
 };
 use crate::lineproto::{self, FieldValue, Point};
 
+/// What a column read gives: values, or values with their versions.
+enum Read {
+    Plain(Vec<(i64, Value)>),
+    Versioned(Vec<(i64, u64, Value)>),
+}
+
 /// FxHash: the keys are small integers and short strings of our own.
 type HashMap<K, V> = rustc_hash::FxHashMap<K, V>;
 
@@ -1164,9 +1170,53 @@ impl Engine {
         rp: &str,
         series_id: u64,
         field: &str,
-        (min_time, max_time): (i64, i64),
+        range: (i64, i64),
         take: Option<Take>,
     ) -> Result<Vec<(i64, Value)>, StorageError> {
+        Ok(
+            match self.read_column(db, rp, series_id, field, range, take, false)? {
+                Read::Plain(points) => points,
+                Read::Versioned(points) => points
+                    .into_iter()
+                    .map(|(time, _, value)| (time, value))
+                    .collect(),
+            },
+        )
+    }
+
+    /// As [`Engine::read_field`], with each value's version (for replicas
+    /// whose answers are merged by version).
+    pub fn read_field_versioned(
+        &self,
+        db: &str,
+        rp: &str,
+        series_id: u64,
+        field: &str,
+        range: (i64, i64),
+        take: Option<Take>,
+    ) -> Result<Vec<(i64, u64, Value)>, StorageError> {
+        Ok(
+            match self.read_column(db, rp, series_id, field, range, take, true)? {
+                Read::Versioned(points) => points,
+                Read::Plain(points) => points
+                    .into_iter()
+                    .map(|(time, value)| (time, 0, value))
+                    .collect(),
+            },
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn read_column(
+        &self,
+        db: &str,
+        rp: &str,
+        series_id: u64,
+        field: &str,
+        (min_time, max_time): (i64, i64),
+        take: Option<Take>,
+        versions: bool,
+    ) -> Result<Read, StorageError> {
         let (db_id, rp_id, field_id, token) = {
             let catalog = self.catalog.read();
             let database = catalog
@@ -1183,14 +1233,14 @@ impl Engine {
                 .unwrap_or_default();
             let index = index.read();
             let Some(entry) = index.series.get(&series_id) else {
-                return Ok(Vec::new());
+                return Ok(Read::Plain(Vec::new()));
             };
             let Some((field_id, _)) = database
                 .measurements
                 .get(&entry.info.measurement)
                 .and_then(|meta| meta.field(field))
             else {
-                return Ok(Vec::new());
+                return Ok(Read::Plain(Vec::new()));
             };
             (database.id, rp_meta.id, field_id, entry.token)
         };
@@ -1246,14 +1296,14 @@ impl Engine {
         // The common case of cold data: nothing buffered and blocks that do
         // not overlap in time. Each block is sorted with one value per
         // timestamp, so they just follow one another.
-        if take.is_none() && buffered_points.is_empty() {
+        if take.is_none() && buffered_points.is_empty() && !versions {
             blocks.sort_by_key(|(first, _, _)| *first);
             if blocks.windows(2).all(|pair| pair[0].1 < pair[1].0) {
                 let mut out: Vec<(i64, Value)> = Vec::new();
                 for (_, _, value) in &blocks {
                     block::decode(value)?.values_into(min_time, max_time, &mut out);
                 }
-                return Ok(out);
+                return Ok(Read::Plain(out));
             }
         }
         // With `take`, blocks are decoded from the wanted end of the range
@@ -1281,15 +1331,23 @@ impl Engine {
         points.append(&mut buffered_points);
         // Stable sort: on equal (time, version) the later source wins.
         points.sort_by_key(|(time, version, _)| (*time, *version));
-        let mut out: Vec<(i64, Value)> = Vec::with_capacity(points.len());
-        for (time, _, value) in points {
+        let mut out: Vec<(i64, u64, Value)> = Vec::with_capacity(points.len());
+        for point in points {
             match out.last_mut() {
-                Some(last) if last.0 == time => last.1 = value,
-                _ => out.push((time, value)),
+                Some(last) if last.0 == point.0 => *last = point,
+                _ => out.push(point),
             }
         }
         Take::apply(take, &mut out);
-        Ok(out)
+        Ok(if versions {
+            Read::Versioned(out)
+        } else {
+            Read::Plain(
+                out.into_iter()
+                    .map(|(time, _, value)| (time, value))
+                    .collect(),
+            )
+        })
     }
 
     // ------------------------------------------------------------ retention and lifecycle

@@ -390,6 +390,20 @@ impl Storage {
         self.engine.write(db, rp, points, options)
     }
 
+    /// [`Storage::read_field`] with each value's version.
+    pub fn read_field_versioned(
+        &self,
+        db: &str,
+        rp: &str,
+        series_id: u64,
+        field: &str,
+        range: (i64, i64),
+        take: Option<Take>,
+    ) -> Result<Vec<(i64, u64, Value)>, StorageError> {
+        self.engine
+            .read_field_versioned(db, rp, series_id, field, range, take)
+    }
+
     /// A new version from this node's clock (a coordinator stamps a write
     /// once, and every replica stores that version).
     pub fn next_version(&self) -> u64 {
