@@ -90,6 +90,10 @@ pub struct ClusterConfig {
     pub write_consistency: WriteConsistency,
     /// Default: `one`.
     pub read_consistency: ReadConsistency,
+    /// How long a peer has to answer a request (a replica's write, a read).
+    /// Default: 10s.
+    #[serde(with = "humantime_serde")]
+    pub rpc_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -194,6 +198,7 @@ impl Default for ClusterConfig {
             vnodes: 128,
             write_consistency: WriteConsistency::Quorum,
             read_consistency: ReadConsistency::One,
+            rpc_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -308,6 +313,11 @@ impl Config {
         if self.cluster.replication_factor == 0 {
             return Err(ConfigError(
                 "cluster.replication_factor: must be at least 1".into(),
+            ));
+        }
+        if self.cluster.rpc_timeout.is_zero() {
+            return Err(ConfigError(
+                "cluster.rpc_timeout: must be more than 0".into(),
             ));
         }
         if self.cluster.secret.is_empty() {

@@ -318,6 +318,9 @@ pub struct Client<Q, P> {
     connect_timeout: Duration,
     next_id: AtomicU64,
     connections: tokio::sync::Mutex<HashMap<SocketAddr, Arc<Connection<P>>>>,
+    /// Connect from this address (the node's own), so that peers and
+    /// firewalls see which node a connection comes from.
+    local_ip: Option<std::net::IpAddr>,
     _request: PhantomData<fn(Q)>,
 }
 
@@ -340,8 +343,15 @@ where
             connect_timeout: timeout.min(Duration::from_secs(2)),
             next_id: AtomicU64::new(1),
             connections: tokio::sync::Mutex::new(HashMap::new()),
+            local_ip: None,
             _request: PhantomData,
         }
+    }
+
+    /// Open connections from `ip` (unspecified addresses are ignored).
+    pub fn with_local_ip(mut self, ip: std::net::IpAddr) -> Client<Q, P> {
+        self.local_ip = (!ip.is_unspecified()).then_some(ip);
+        self
     }
 
     /// Send `request` to the node at `address` and wait for its answer.
@@ -406,15 +416,24 @@ where
     }
 
     async fn connect(&self, address: SocketAddr) -> Result<Connection<P>, RpcError> {
-        let stream =
-            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(address)).await {
-                Err(_) => return Err(RpcError::Timeout),
-                Ok(Err(error)) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    return Err(RpcError::Refused)
-                }
-                Ok(Err(error)) => return Err(RpcError::Connect(error.to_string())),
-                Ok(Ok(stream)) => stream,
+        let connecting = async {
+            let socket = match address {
+                SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
             };
+            if let Some(ip) = self.local_ip {
+                socket.bind(SocketAddr::new(ip, 0))?;
+            }
+            socket.connect(address).await
+        };
+        let stream = match tokio::time::timeout(self.connect_timeout, connecting).await {
+            Err(_) => return Err(RpcError::Timeout),
+            Ok(Err(error)) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
+                return Err(RpcError::Refused)
+            }
+            Ok(Err(error)) => return Err(RpcError::Connect(error.to_string())),
+            Ok(Ok(stream)) => stream,
+        };
         let _ = stream.set_nodelay(true);
         let mut framed = Framed::new(stream, codec());
         let client_nonce: [u8; 32] = rand::random();

@@ -37,8 +37,6 @@ pub use protocol::{Request, Response};
 pub use topology::{MemberView, Topology};
 pub use write::WriteFailure;
 
-/// How long a peer has to answer a request.
-const RPC_TIMEOUT: Duration = Duration::from_secs(10);
 /// Gossip round period.
 const GOSSIP_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -189,7 +187,10 @@ impl Prepared {
             node_id: node_id.to_string(),
             storage,
             rpc: runtime.handle().clone(),
-            client: Arc::new(Client::new(node_id.to_string(), secret, RPC_TIMEOUT)),
+            client: Arc::new(
+                Client::new(node_id.to_string(), secret, config.cluster.rpc_timeout)
+                    .with_local_ip(rpc_addr.ip()),
+            ),
             topology,
             write_consistency: config.cluster.write_consistency,
             read_consistency: config.cluster.read_consistency,

@@ -33,6 +33,8 @@ pub fn free_udp_port() -> u16 {
 pub struct Node {
     child: Option<Child>,
     env: Vec<(String, String)>,
+    /// The loopback address every socket of the node binds.
+    pub host: String,
     pub port: u16,
     /// Internode RPC (TCP) and gossip (UDP) ports; kept across restarts.
     pub rpc_port: u16,
@@ -64,6 +66,7 @@ impl Node {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            host: "127.0.0.1".into(),
             port: free_port(),
             rpc_port: free_port(),
             gossip_port: free_udp_port(),
@@ -85,18 +88,18 @@ impl Node {
             .args([
                 "serve",
                 "--http-bind",
-                &format!("127.0.0.1:{}", self.port),
+                &format!("{}:{}", self.host, self.port),
                 "--data-dir",
                 &self.data_dir.display().to_string(),
             ])
             .env("RUST_LOG", "info")
             .env(
                 "DYNAFLUX_CLUSTER__RPC_BIND",
-                format!("127.0.0.1:{}", self.rpc_port),
+                format!("{}:{}", self.host, self.rpc_port),
             )
             .env(
                 "DYNAFLUX_CLUSTER__GOSSIP_BIND",
-                format!("127.0.0.1:{}", self.gossip_port),
+                format!("{}:{}", self.host, self.gossip_port),
             )
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
@@ -108,7 +111,7 @@ impl Node {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.host, self.port)
     }
 
     pub fn pid(&self) -> u32 {
@@ -322,7 +325,32 @@ impl TestCluster {
     }
 
     pub fn start_with(n: usize, rf: u32, env: &[(&str, &str)]) -> TestCluster {
-        let gossip: Vec<u16> = (0..n).map(|_| free_udp_port()).collect();
+        TestCluster::start_on(&vec!["127.0.0.1".to_string(); n], rf, env)
+    }
+
+    /// Each node on its own loopback address (127.x.y.i, x and y random),
+    /// so that [`TestCluster::partition`] can cut pairs of nodes apart.
+    pub fn start_partitionable(n: usize, rf: u32, env: &[(&str, &str)]) -> TestCluster {
+        let (x, y) = (10 + rand::random::<u8>() % 240, rand::random::<u8>());
+        let hosts: Vec<String> = (1..=n).map(|i| format!("127.{x}.{y}.{i}")).collect();
+        TestCluster::start_on(&hosts, rf, env)
+    }
+
+    fn start_on(hosts: &[String], rf: u32, env: &[(&str, &str)]) -> TestCluster {
+        let n = hosts.len();
+        let port_on = |host: &str| {
+            TcpListener::bind((host, 0))
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("a free port")
+        };
+        let udp_port_on = |host: &str| {
+            UdpSocket::bind((host, 0))
+                .and_then(|s| s.local_addr())
+                .map(|a| a.port())
+                .expect("a free UDP port")
+        };
+        let gossip: Vec<u16> = hosts.iter().map(|h| udp_port_on(h)).collect();
         let mut dirs = Vec::new();
         let mut nodes = Vec::new();
         for i in 0..n {
@@ -331,7 +359,7 @@ impl TestCluster {
                 .iter()
                 .enumerate()
                 .filter(|(j, _)| *j != i)
-                .map(|(_, port)| format!("127.0.0.1:{port}"))
+                .map(|(j, port)| format!("{}:{port}", hosts[j]))
                 .collect();
             let mut node_env: Vec<(String, String)> = vec![
                 ("DYNAFLUX_NODE__ID".into(), format!("node-{}", i + 1)),
@@ -346,8 +374,9 @@ impl TestCluster {
             let mut node = Node {
                 child: None,
                 env: node_env,
-                port: free_port(),
-                rpc_port: free_port(),
+                host: hosts[i].clone(),
+                port: port_on(&hosts[i]),
+                rpc_port: port_on(&hosts[i]),
                 gossip_port: gossip[i],
                 data_dir: dir.path().join("data"),
                 log: dir.path().join("node.log"),
@@ -360,6 +389,19 @@ impl TestCluster {
         let cluster = TestCluster { nodes, _dirs: dirs };
         cluster.wait_live(n);
         cluster
+    }
+
+    /// Cut nodes `a` and `b` apart, both ways, gossip and RPC (iptables
+    /// DROP between their addresses; needs root and
+    /// [`TestCluster::start_partitionable`]). Healed when the value drops.
+    pub fn partition(&self, a: usize, b: usize) -> Partition {
+        let (x, y) = (self.nodes[a].host.clone(), self.nodes[b].host.clone());
+        assert_ne!(x, y, "start the cluster with start_partitionable");
+        let rules = vec![(x.clone(), y.clone()), (y, x)];
+        for (source, destination) in &rules {
+            iptables("-I", source, destination);
+        }
+        Partition { rules }
     }
 
     /// Wait until every running node sees `live` live members.
@@ -378,5 +420,43 @@ impl TestCluster {
 
     pub fn url(&self, index: usize) -> String {
         self.nodes[index].url()
+    }
+}
+
+fn iptables(action: &str, source: &str, destination: &str) {
+    let status = Command::new("iptables")
+        .args([
+            "-w",
+            action,
+            "INPUT",
+            "-s",
+            source,
+            "-d",
+            destination,
+            "-j",
+            "DROP",
+        ])
+        .status()
+        .expect("iptables (the partition tests need it, and root)");
+    assert!(
+        status.success(),
+        "iptables {action} {source} -> {destination} failed"
+    );
+}
+
+/// A partition between two nodes; dropping it heals it.
+pub struct Partition {
+    rules: Vec<(String, String)>,
+}
+
+impl Partition {
+    pub fn heal(self) {}
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        for (source, destination) in &self.rules {
+            iptables("-D", source, destination);
+        }
     }
 }
