@@ -430,7 +430,7 @@ fn quorum_reads_see_what_a_returning_replica_missed() {
 #[test]
 fn a_partitioned_node_cannot_meet_quorum_and_rejoins_when_healed() {
     let cluster =
-        TestCluster::start_partitionable(3, 3, &[("DYNAFLUX_CLUSTER__RPC_TIMEOUT", "2s")]);
+        TestCluster::start_partitionable(3, 3, &[("DYNAFLUX_CLUSTER__RPC_TIMEOUT", "5s")]);
     create_database(&cluster.url(0), "db");
     let (status, body) = write_at(&cluster.url(0), "db", "all", &lines(10, 5, 0).join("\n"));
     assert_eq!(status, 204, "{body}");

@@ -12,11 +12,18 @@
 //! The ring changes only when a node joins or is removed, never because a
 //! node is merely down: that is what hinted handoff is for.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use actix::{Actor, Addr, Context, StreamHandler};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio_stream::wrappers::WatchStream;
 use xxhash_rust::xxh3::xxh3_64;
 
+use crate::membership::MembershipSnapshot;
 use crate::store::TokenRange;
 
 /// One range of the ring: tokens in `(previous end, end]`, and the nodes
@@ -187,6 +194,166 @@ impl Ring {
     }
 }
 
+// ---------------------------------------------------------------- the actor
+
+/// A member as the hot path sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberView {
+    pub rpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    #[serde(skip)]
+    pub live: bool,
+    #[serde(skip)]
+    pub state: String,
+}
+
+/// Members (by id) and the ring over them: the snapshot the hot path reads.
+#[derive(Debug)]
+pub struct Topology {
+    pub ring: Arc<Ring>,
+    pub members: BTreeMap<String, MemberView>,
+}
+
+/// What the ownership actor needs to know of its node.
+#[derive(Debug, Clone)]
+pub struct OwnershipConfig {
+    pub node_id: String,
+    pub rpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub rf: usize,
+    pub vnodes: u32,
+    /// Where every member ever seen is remembered, so that a restarted node
+    /// knows the ring before gossip has caught up.
+    pub members_file: PathBuf,
+}
+
+/// The ownership actor: follows membership snapshots, keeps every member
+/// ever seen (a node that is merely down stays in the ring: its replicas
+/// keep their place and writes count it as a failed replica), rebuilds the
+/// ring when the member set changes, and publishes a [`Topology`] snapshot
+/// on every change.
+pub struct Ownership {
+    config: OwnershipConfig,
+    known: BTreeMap<String, MemberView>,
+    ring: Arc<Ring>,
+    snapshots: Option<watch::Receiver<Arc<MembershipSnapshot>>>,
+    sender: watch::Sender<Arc<Topology>>,
+}
+
+fn load_members(path: &Path) -> BTreeMap<String, MemberView> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|error| {
+            tracing::warn!(path = %path.display(), %error, "ignoring an unreadable members file");
+            BTreeMap::new()
+        }),
+        Err(_) => BTreeMap::new(),
+    }
+}
+
+fn save_members(path: &Path, members: &BTreeMap<String, MemberView>) {
+    let temporary = path.with_extension("tmp");
+    let written = serde_json::to_vec_pretty(members)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| std::fs::write(&temporary, bytes))
+        .and_then(|()| std::fs::rename(&temporary, path));
+    if let Err(error) = written {
+        tracing::warn!(path = %path.display(), %error, "could not save the members file");
+    }
+}
+
+impl Ownership {
+    /// Start the actor (inside an actix system) on `snapshots`; the
+    /// receiver gives the latest topology at any time, without a mailbox
+    /// round trip.
+    pub fn start(
+        config: OwnershipConfig,
+        snapshots: watch::Receiver<Arc<MembershipSnapshot>>,
+    ) -> (Addr<Ownership>, watch::Receiver<Arc<Topology>>) {
+        let mut known = load_members(&config.members_file);
+        for member in known.values_mut() {
+            member.live = false;
+            member.state = "unknown".into();
+        }
+        known.insert(
+            config.node_id.clone(),
+            MemberView {
+                rpc_addr: config.rpc_addr,
+                http_addr: config.http_addr,
+                live: true,
+                state: "normal".into(),
+            },
+        );
+        save_members(&config.members_file, &known);
+        let ring = Arc::new(Ring::new(known.keys().cloned(), config.vnodes, config.rf));
+        let (sender, receiver) = watch::channel(Arc::new(Topology {
+            ring: ring.clone(),
+            members: known.clone(),
+        }));
+        let actor = Ownership {
+            config,
+            known,
+            ring,
+            snapshots: Some(snapshots),
+            sender,
+        };
+        (actor.start(), receiver)
+    }
+
+    fn apply(&mut self, snapshot: &MembershipSnapshot) {
+        let before: Vec<String> = self.known.keys().cloned().collect();
+        let mut addresses_changed = false;
+        for member in &snapshot.members {
+            let view = MemberView {
+                rpc_addr: member.rpc_addr,
+                http_addr: member.http_addr,
+                live: member.live || member.id == self.config.node_id,
+                state: member.state.to_string(),
+            };
+            let previous = self.known.insert(member.id.clone(), view.clone());
+            addresses_changed |= previous
+                .is_none_or(|p| p.rpc_addr != view.rpc_addr || p.http_addr != view.http_addr);
+        }
+        // Members known only from the file are not live until gossip says so.
+        for (id, member) in self.known.iter_mut() {
+            if *id != self.config.node_id && snapshot.get(id).is_none() {
+                member.live = false;
+            }
+        }
+        if addresses_changed {
+            save_members(&self.config.members_file, &self.known);
+        }
+        let after: Vec<String> = self.known.keys().cloned().collect();
+        if before != after {
+            self.ring = Arc::new(Ring::new(after, self.config.vnodes, self.config.rf));
+            tracing::info!(members = ?self.known.keys().collect::<Vec<_>>(), "ring changed");
+        }
+        let topology = Topology {
+            ring: self.ring.clone(),
+            members: self.known.clone(),
+        };
+        let _ = self.sender.send(Arc::new(topology));
+    }
+}
+
+impl Actor for Ownership {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(snapshots) = self.snapshots.take() {
+            <Self as StreamHandler<Arc<MembershipSnapshot>>>::add_stream(
+                WatchStream::new(snapshots),
+                ctx,
+            );
+        }
+    }
+}
+
+impl StreamHandler<Arc<MembershipSnapshot>> for Ownership {
+    fn handle(&mut self, snapshot: Arc<MembershipSnapshot>, _ctx: &mut Context<Self>) {
+        self.apply(&snapshot);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -279,6 +446,71 @@ mod tests {
         // RF 2 of 3: node-1 holds about two thirds of the ring.
         let share = held as f64 / 2f64.powi(64);
         assert!((0.4..0.95).contains(&share), "{share}");
+    }
+
+    fn member(id: &str, port: u16, live: bool) -> crate::membership::Member {
+        let address: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+        crate::membership::Member {
+            id: id.into(),
+            generation: 1,
+            rpc_addr: address,
+            http_addr: address,
+            gossip_addr: address,
+            state: crate::membership::NodeState::Normal,
+            live,
+        }
+    }
+
+    async fn next(receiver: &mut watch::Receiver<Arc<Topology>>) -> Arc<Topology> {
+        tokio::time::timeout(std::time::Duration::from_secs(5), receiver.changed())
+            .await
+            .expect("a topology in time")
+            .expect("open");
+        receiver.borrow_and_update().clone()
+    }
+
+    #[actix::test]
+    async fn the_actor_keeps_down_members_in_the_ring_and_remembers_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = OwnershipConfig {
+            node_id: "a".into(),
+            rpc_addr: "127.0.0.1:1".parse().expect("address"),
+            http_addr: "127.0.0.1:1".parse().expect("address"),
+            rf: 3,
+            vnodes: 16,
+            members_file: dir.path().join("members.json"),
+        };
+        let (membership, snapshots) = watch::channel(Arc::new(MembershipSnapshot {
+            members: vec![
+                member("a", 1, true),
+                member("b", 2, true),
+                member("c", 3, true),
+            ],
+        }));
+        let (_actor, mut topology) = Ownership::start(config.clone(), snapshots);
+        let joined = next(&mut topology).await;
+        assert_eq!(joined.ring.members(), ["a", "b", "c"]);
+        assert!(joined.members.values().all(|m| m.live));
+        // c goes down: still in the ring, not live.
+        membership
+            .send(Arc::new(MembershipSnapshot {
+                members: vec![
+                    member("a", 1, true),
+                    member("b", 2, true),
+                    member("c", 3, false),
+                ],
+            }))
+            .expect("send");
+        let down = next(&mut topology).await;
+        assert_eq!(down.ring.members(), ["a", "b", "c"]);
+        assert!(!down.members["c"].live);
+        // A restart knows b and c from the file before gossip says anything.
+        let (_quiet, nothing) = watch::channel(Arc::new(MembershipSnapshot::default()));
+        let (_again, restarted) = Ownership::start(config, nothing);
+        let known = restarted.borrow().clone();
+        assert_eq!(known.ring.members(), ["a", "b", "c"]);
+        assert_eq!(known.members["c"].rpc_addr.port(), 3);
+        assert!(!known.members["b"].live && known.members["a"].live);
     }
 
     proptest! {

@@ -15,7 +15,6 @@
 
 pub mod protocol;
 pub mod schema;
-mod topology;
 mod write;
 
 use std::net::SocketAddr;
@@ -24,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dynaflux_actors::membership::{self, MembershipConfig, NodeState};
+use dynaflux_actors::ownership::{Ownership, OwnershipConfig};
 use dynaflux_actors::rpc::{self, Client, ServerStats};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -33,8 +33,8 @@ use crate::influxql::{self, QueryContext, QueryLimits};
 use crate::lineproto;
 use crate::storage::{self, SeriesInfo, Storage, Take, Value, WriteOptions};
 
+pub use dynaflux_actors::ownership::{MemberView, Topology};
 pub use protocol::{Request, Response};
-pub use topology::{MemberView, Topology};
 pub use write::WriteFailure;
 
 /// Gossip round period.
@@ -171,10 +171,8 @@ impl Prepared {
         })
         .await?;
         let rf = usize::try_from(config.cluster.replication_factor).unwrap_or(3);
-        let topology = topology::publish(
-            &runtime,
-            membership.snapshots.clone(),
-            topology::Settings {
+        let (_ownership, topology) = Ownership::start(
+            OwnershipConfig {
                 node_id: node_id.to_string(),
                 rpc_addr,
                 http_addr: config.http.bind,
@@ -182,6 +180,7 @@ impl Prepared {
                 vnodes: config.cluster.vnodes,
                 members_file: config.node.data_dir.join("cluster_members.json"),
             },
+            membership.snapshots.clone(),
         );
         let cluster = Cluster {
             node_id: node_id.to_string(),
