@@ -17,8 +17,7 @@ WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_ping() { for _ in $(seq 600); do curl -sf "$1/ping" >/dev/null && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
+source scripts/common.sh
 rate() { sed -n 's/.*points_per_sec=\([0-9]*\).*/\1/p'; }
 
 base=$((30000 + RANDOM % 10000))
@@ -32,36 +31,12 @@ urls="http://127.0.0.1:$base,http://127.0.0.1:$((base + 1)),http://127.0.0.1:$((
 cluster=$("$TARGET/examples/loadgen" --url "$urls" --points "$POINTS" --connections 6 | rate)
 kill -INT "${PIDS[0]}"; wait "${PIDS[0]}" || true; PIDS=()
 
-dport=$(free_port)
-DYNAFLUX_CLUSTER__RPC_BIND="127.0.0.1:$(free_port)" DYNAFLUX_CLUSTER__GOSSIP_BIND="127.0.0.1:$(free_port)" \
-  "$TARGET/dynaflux" serve --http-bind "127.0.0.1:$dport" --data-dir "$WORK/single" 2>"$WORK/single.log" &
-PIDS+=("$!")
-wait_ping "http://127.0.0.1:$dport"
-single=$("$TARGET/examples/loadgen" --url "http://127.0.0.1:$dport" --points "$POINTS" | rate)
-kill "${PIDS[0]}"; wait "${PIDS[0]}" || true; PIDS=()
+start_dynaflux "$WORK/single"
+single=$("$TARGET/examples/loadgen" --url "http://127.0.0.1:$DPORT" --points "$POINTS" | rate)
+kill "$DPID"; wait "$DPID" || true; PIDS=()
 
-iport=$(free_port); rport=$(free_port)
-cat > "$WORK/influxdb.conf" <<CONF
-reporting-disabled = true
-bind-address = "127.0.0.1:$rport"
-[meta]
-  dir = "$WORK/influxdb/meta"
-[data]
-  dir = "$WORK/influxdb/data"
-  wal-dir = "$WORK/influxdb/wal"
-  query-log-enabled = false
-[monitor]
-  store-enabled = false
-[http]
-  bind-address = "127.0.0.1:$iport"
-  log-enabled = false
-[continuous_queries]
-  enabled = false
-CONF
-influxd -config "$WORK/influxdb.conf" 2>"$WORK/influxdb.log" &
-PIDS+=("$!")
-wait_ping "http://127.0.0.1:$iport"
-influx=$("$TARGET/examples/loadgen" --url "http://127.0.0.1:$iport" --points "$POINTS" | rate)
+start_influxdb "$WORK/influxdb"
+influx=$("$TARGET/examples/loadgen" --url "http://127.0.0.1:$IPORT" --points "$POINTS" | rate)
 
 printf '%-32s %12s\n' "server" "points/s"
 printf '%-32s %12s\n' "Dynaflux 3 nodes RF 3 (quorum)" "$cluster"

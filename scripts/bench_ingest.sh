@@ -18,46 +18,22 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_ping() { for _ in $(seq 600); do curl -sf "$1/ping" >/dev/null && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
+source scripts/common.sh
 values=$((POINTS * 10))
 
 # ---- Dynaflux
-port=$(free_port)
-"$TARGET/dynaflux" serve --http-bind "127.0.0.1:$port" --data-dir "$WORK/dynaflux" 2>"$WORK/dynaflux.log" &
-dpid=$!; PIDS+=("$dpid")
-wait_ping "http://127.0.0.1:$port"
-dline=$("$TARGET/examples/loadgen" --url "http://127.0.0.1:$port" --points "$POINTS" --batch "$BATCH" --connections "$CONNECTIONS")
+start_dynaflux "$WORK/dynaflux"
+dpid=$DPID
+dline=$("$TARGET/examples/loadgen" --url "http://127.0.0.1:$DPORT" --points "$POINTS" --batch "$BATCH" --connections "$CONNECTIONS")
 kill -TERM "$dpid"; wait "$dpid" || true
 dbytes=$(du -sb "$WORK/dynaflux" | cut -f1)
 dalloc=$(du -s --block-size=1 "$WORK/dynaflux" | cut -f1)
 drate=$(sed -E 's/.*points_per_sec=([0-9]+).*/\1/' <<<"$dline")
 
 # ---- InfluxDB 1.6.7
-iport=$(free_port); rport=$(free_port)
-mkdir -p "$WORK/influxdb"
-cat > "$WORK/influxdb.conf" <<CONF
-reporting-disabled = true
-bind-address = "127.0.0.1:$rport"
-[meta]
-  dir = "$WORK/influxdb/meta"
-[data]
-  dir = "$WORK/influxdb/data"
-  wal-dir = "$WORK/influxdb/wal"
-  cache-snapshot-write-cold-duration = "5s"
-  compact-full-write-cold-duration = "10s"
-  query-log-enabled = false
-[monitor]
-  store-enabled = false
-[http]
-  bind-address = "127.0.0.1:$iport"
-  log-enabled = false
-[continuous_queries]
-  enabled = false
-CONF
-influxd -config "$WORK/influxdb.conf" 2>"$WORK/influxdb.log" &
-ipid=$!; PIDS+=("$ipid")
-wait_ping "http://127.0.0.1:$iport"
+start_influxdb "$WORK/influxdb" '  cache-snapshot-write-cold-duration = "5s"
+  compact-full-write-cold-duration = "10s"'
+ipid=$IPID; iport=$IPORT
 iline=$("$TARGET/examples/loadgen" --url "http://127.0.0.1:$iport" --points "$POINTS" --batch "$BATCH" --connections "$CONNECTIONS")
 # Wait (with a deadline) until InfluxDB has snapshotted its WAL into TSM files
 # and compacted them: the data dir stops changing.

@@ -14,34 +14,9 @@ WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_ping() { for _ in $(seq 600); do curl -sf "$1/ping" >/dev/null && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
-
-dport=$(free_port)
-"$TARGET/dynaflux" serve --http-bind "127.0.0.1:$dport" --data-dir "$WORK/dynaflux" 2>"$WORK/dynaflux.log" &
-PIDS+=("$!")
-iport=$(free_port); rport=$(free_port)
-cat > "$WORK/influxdb.conf" <<CONF
-reporting-disabled = true
-bind-address = "127.0.0.1:$rport"
-[meta]
-  dir = "$WORK/influxdb/meta"
-[data]
-  dir = "$WORK/influxdb/data"
-  wal-dir = "$WORK/influxdb/wal"
-  query-log-enabled = false
-[monitor]
-  store-enabled = false
-[http]
-  bind-address = "127.0.0.1:$iport"
-  log-enabled = false
-[continuous_queries]
-  enabled = false
-CONF
-influxd -config "$WORK/influxdb.conf" 2>"$WORK/influxdb.log" &
-PIDS+=("$!")
-wait_ping "http://127.0.0.1:$dport"
-wait_ping "http://127.0.0.1:$iport"
+source scripts/common.sh
+start_dynaflux "$WORK/dynaflux"; dport=$DPORT
+start_influxdb "$WORK/influxdb"; iport=$IPORT
 for port in "$dport" "$iport"; do
   "$TARGET/examples/loadgen" --url "http://127.0.0.1:$port" --points "$POINTS" >&2
 done
