@@ -102,6 +102,8 @@ fn five_nodes_rf3_store_every_point_exactly_three_times() {
         "SELECT * FROM cpu WHERE host = 'h042' ORDER BY time DESC LIMIT 3",
         "SHOW SERIES",
         "SHOW TAG VALUES WITH KEY = rack",
+        "SELECT mean(v), max(v), first(v), last(n), spread(v) FROM cpu GROUP BY time(5s)",
+        "SELECT min(v), count(n) FROM cpu WHERE rack = 'r3' GROUP BY time(7s), rack fill(none)",
     ];
     for q in queries {
         let first = query(&cluster.url(0), "db", q);
@@ -116,6 +118,17 @@ fn five_nodes_rf3_store_every_point_exactly_three_times() {
     }
     let count = query(&cluster.url(3), "db", "SELECT count(v) FROM cpu");
     assert_eq!(count["results"][0]["series"][0]["values"][0][1], 1200);
+    // Aggregates of series held elsewhere were computed by their replicas.
+    let served: u64 = cluster
+        .nodes
+        .iter()
+        .map(|node| {
+            node.cluster_status()["local"]["partials_served"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert!(served > 0, "no aggregate was pushed down");
 }
 
 #[test]

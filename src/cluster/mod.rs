@@ -34,7 +34,7 @@ use crate::lineproto;
 use crate::storage::{self, SeriesInfo, Storage, Take, Value, WriteOptions};
 
 pub use dynaflux_actors::ownership::{MemberView, Topology};
-pub use protocol::{Request, Response};
+pub use protocol::{PartialsRequest, Request, Response};
 pub use write::WriteFailure;
 
 /// Gossip round period.
@@ -56,6 +56,8 @@ pub struct Cluster {
     pub gossip_rejected: Arc<AtomicU64>,
     membership: actix::Addr<membership::Membership>,
     schema: Arc<schema::SchemaBook>,
+    /// Aggregate push-down requests this node answered.
+    partials_served: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -92,6 +94,8 @@ pub struct MemberStatus {
 #[derive(Debug, Serialize)]
 pub struct LocalStats {
     pub points_stored: u64,
+    /// Partial aggregates computed here for other nodes' queries.
+    pub partials_served: u64,
     pub rpc_connections_rejected: u64,
     pub gossip_datagrams_rejected: u64,
 }
@@ -137,6 +141,7 @@ impl Prepared {
         } = self;
         let secret: Arc<[u8]> = config.cluster.secret.as_bytes().into();
         let rpc_stats = Arc::new(ServerStats::default());
+        let partials_served = Arc::new(AtomicU64::new(0));
         let schema = Arc::new(schema::SchemaBook::open(
             config.node.data_dir.join("cluster_schema.msgpack"),
         ));
@@ -149,6 +154,7 @@ impl Prepared {
             Arc::new(Handler {
                 storage: storage.clone(),
                 schema: schema.clone(),
+                partials_served: partials_served.clone(),
             }),
             rpc_stats.clone(),
         ));
@@ -199,6 +205,7 @@ impl Prepared {
             gossip_rejected: membership.rejected.clone(),
             membership: membership.addr,
             schema,
+            partials_served,
         };
         let cluster = Arc::new(cluster);
         runtime.spawn(schema_exchange(Arc::downgrade(&cluster)));
@@ -242,6 +249,9 @@ impl Cluster {
                 .collect(),
             local: LocalStats {
                 points_stored: self.storage.points_stored(),
+                partials_served: self
+                    .partials_served
+                    .load(std::sync::atomic::Ordering::Relaxed),
                 rpc_connections_rejected: self
                     .rpc_stats
                     .rejected
@@ -396,6 +406,49 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Aggregate push-down: at read consistency `one`, the partial states of
+    /// a series this node does not hold, from the first replica that
+    /// answers. `None`: compute here (a local series, or quorum reads,
+    /// which merge points by version).
+    pub fn partials(&self, request: PartialsRequest) -> Result<Option<(u64, Vec<u8>)>, String> {
+        if self.read_consistency == ReadConsistency::Quorum {
+            return Ok(None);
+        }
+        let topology = self.topology();
+        let token = storage::series_token(&request.db, &request.series_key);
+        let replicas = topology.ring.replicas(token);
+        if replicas.is_empty() || replicas.contains(&self.node_id) {
+            return Ok(None);
+        }
+        let mut order: Vec<&String> = replicas.iter().collect();
+        order.sort_by_key(|id| !topology.members.get(*id).is_some_and(|m| m.live));
+        let mut failures = Vec::new();
+        for id in order {
+            let Some(member) = topology.members.get(id) else {
+                failures.push(format!("{id}: unknown address"));
+                continue;
+            };
+            let client = self.client.clone();
+            let address = member.rpc_addr;
+            let call = Request::Partials(request.clone());
+            match self
+                .rpc
+                .block_on(async move { client.call(address, call).await })
+            {
+                Ok(Response::Partials { points, states }) => return Ok(Some((points, states))),
+                Ok(_) => failures.push(format!("{id}: unexpected answer")),
+                Err(error) => failures.push(format!("{id}: {error}")),
+            }
+        }
+        Err(format!(
+            "no replica of series {} answered ({})",
+            request.series_key,
+            failures.join(", ")
+        ))
+    }
+}
+
 /// Several replicas' points of one field, one per timestamp: the highest
 /// version wins.
 fn merge_versions(answers: Vec<Vec<(i64, u64, Value)>>, take: Option<Take>) -> Vec<(i64, Value)> {
@@ -417,11 +470,16 @@ fn merge_versions(answers: Vec<Vec<(i64, u64, Value)>>, take: Option<Take>) -> V
 struct Handler {
     storage: Storage,
     schema: Arc<schema::SchemaBook>,
+    partials_served: Arc<AtomicU64>,
 }
 
 #[async_trait::async_trait]
 impl rpc::Handler<Request, Response> for Handler {
     async fn handle(&self, _peer: &str, request: Request) -> Result<Response, String> {
+        if matches!(request, Request::Partials(_)) {
+            self.partials_served
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let storage = self.storage.clone();
         let book = self.schema.clone();
         tokio::task::spawn_blocking(move || handle_blocking(&storage, &book, request))
@@ -436,6 +494,34 @@ fn handle_blocking(
     request: Request,
 ) -> Result<Response, String> {
     match request {
+        Request::Partials(request) => {
+            let ids = storage
+                .series_ids(&request.db, &[request.series_key.as_str()])
+                .map_err(|e| e.to_string())?;
+            let Some(Some(id)) = ids.first() else {
+                return Ok(Response::Partials {
+                    points: 0,
+                    states: rmp_serde::to_vec(&Vec::<()>::new()).map_err(|e| e.to_string())?,
+                });
+            };
+            let indexes: Vec<usize> = request
+                .indexes
+                .iter()
+                .filter_map(|&i| usize::try_from(i).ok())
+                .collect();
+            let (points, states) = influxql::series_partials(
+                storage,
+                (&request.db, &request.rp),
+                *id,
+                &request.field,
+                &request.calls,
+                &indexes,
+                request.interval,
+                (request.min, request.max, request.origin),
+                usize::try_from(request.member).unwrap_or(usize::MAX),
+            )?;
+            Ok(Response::Partials { points, states })
+        }
         Request::Schema(theirs) => {
             book.merge(storage, &theirs);
             Ok(Response::Schema(book.snapshot()))

@@ -39,6 +39,8 @@ pub enum Request {
         #[serde(default)]
         versions: bool,
     },
+    /// Aggregate push-down: the partial states of one field of one series.
+    Partials(PartialsRequest),
     /// The sender's schema: merge it, answer with the merged one.
     Schema(SchemaState),
     /// Run a statement that changes data, not the schema (DROP MEASUREMENT,
@@ -59,6 +61,33 @@ pub enum Response {
     },
     Field(Vec<(i64, Value)>),
     Versioned(Vec<(i64, u64, Value)>),
+    /// Partial states (msgpack, the executor's own form) and the number of
+    /// points they cover.
+    Partials {
+        points: u64,
+        #[serde(with = "serde_bytes")]
+        states: Vec<u8>,
+    },
     Schema(SchemaState),
     Done,
+}
+
+/// What a coordinator asks a replica to aggregate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartialsRequest {
+    pub db: String,
+    pub rp: String,
+    pub series_key: String,
+    pub field: String,
+    /// The query's aggregate calls, by name; `indexes` read this field.
+    pub calls: Vec<String>,
+    pub indexes: Vec<u64>,
+    /// GROUP BY time (length, offset).
+    pub interval: Option<(i64, i64)>,
+    pub min: i64,
+    pub max: i64,
+    /// Where windows start without GROUP BY time.
+    pub origin: i64,
+    /// The series' place in its group (for ties between series).
+    pub member: u64,
 }

@@ -925,6 +925,8 @@ fn collect_conjuncts(
 
 mod select;
 
+pub(crate) use select::series_partials;
+
 fn execute_select(
     select: &SelectStatement,
     context: &QueryContext,

@@ -27,6 +27,7 @@ mod parser;
 mod tests;
 
 pub use encode::{encode_csv, encode_json, encode_json_chunks};
+pub(crate) use exec::series_partials;
 
 use crate::storage::Storage;
 
@@ -85,7 +86,7 @@ pub struct QueryContext {
 }
 
 /// A cell of a result row. Times stay integers until encoding (`epoch=`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Cell {
     Null,
     Time(i64),

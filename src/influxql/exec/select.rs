@@ -624,6 +624,19 @@ trait DataSource {
         max: i64,
         take: Option<Take>,
     ) -> Result<Vec<(i64, Value)>>;
+
+    /// The partial states of one field of one series computed where the
+    /// series is held, with the number of points they cover; `None`: fold
+    /// the points here.
+    fn partials(
+        &self,
+        _series: &SeriesInfo,
+        _field: &str,
+        _range: (i64, i64),
+        _shape: &PartialShape<'_>,
+    ) -> Result<Option<CountedPartials>> {
+        Ok(None)
+    }
 }
 
 struct StoredData<'a> {
@@ -671,6 +684,45 @@ impl DataSource for StoredData<'_> {
         self.storage
             .read_field(&self.db, &self.rp, series.id, field, (min, max), take)
             .map_err(storage_error)
+    }
+
+    fn partials(
+        &self,
+        series: &SeriesInfo,
+        field: &str,
+        range: (i64, i64),
+        shape: &PartialShape<'_>,
+    ) -> Result<Option<CountedPartials>> {
+        let Some(cluster) = self.cluster else {
+            return Ok(None);
+        };
+        let names: Vec<String> = shape
+            .calls
+            .iter()
+            .map(|call| match call {
+                Expr::Call { name, .. } => name.clone(),
+                _ => String::new(),
+            })
+            .collect();
+        let request = crate::cluster::PartialsRequest {
+            db: self.db.clone(),
+            rp: self.rp.clone(),
+            series_key: series.key.clone(),
+            field: field.to_string(),
+            calls: names,
+            indexes: shape.indexes.iter().map(|&i| i as u64).collect(),
+            interval: shape.interval,
+            min: range.0,
+            max: range.1,
+            origin: shape.origin,
+            member: shape.member as u64,
+        };
+        let Some((points, bytes)) = cluster.partials(request)? else {
+            return Ok(None);
+        };
+        let wire: WirePartials =
+            rmp_serde::from_slice(&bytes).map_err(|e| format!("bad partial states: {e}"))?;
+        Ok(Some((points, wire.into_iter().collect())))
     }
 }
 
@@ -975,7 +1027,13 @@ impl MeasurementQuery<'_> {
             return Err("query-timeout limit exceeded".into());
         }
         let values = self.source.read_field(series, field, min, max, take)?;
-        let total = self.counters.points.get() + values.len() as u64;
+        self.count_points(values.len() as u64)?;
+        Ok(values)
+    }
+
+    /// Count points read against `max_select_point`.
+    fn count_points(&self, points: u64) -> Result<()> {
+        let total = self.counters.points.get() + points;
         self.counters.points.set(total);
         if self.limits.max_points > 0 && total > self.limits.max_points {
             return Err(format!(
@@ -983,7 +1041,7 @@ impl MeasurementQuery<'_> {
                 self.limits.max_points
             ));
         }
-        Ok(values)
+        Ok(())
     }
 
     /// The rows of one series: time -> field values, with the row filter applied.
@@ -1515,34 +1573,36 @@ impl MeasurementQuery<'_> {
                 None => by_field.push((field, vec![index])),
             }
         }
+        // Each series' states are computed alone (here, or by a replica that
+        // holds it) and then merged in series order: the same arithmetic
+        // whichever node answers.
         let mut partials: BTreeMap<i64, Vec<Partial>> = BTreeMap::new();
+        let origin = self.plan.min_time;
         for (member, series) in group.series.iter().enumerate() {
             for (field, indexes) in &by_field {
-                let values = self.read_limited(series, field)?;
-                let mut current: Option<(i64, i64)> = None;
-                let mut states: Option<&mut Vec<Partial>> = None;
-                for (time, value) in values {
-                    let start = match interval {
-                        Some((length, offset)) => {
-                            (time - offset).div_euclid(length) * length + offset
-                        }
-                        None => self.plan.min_time,
-                    };
-                    let reuse = matches!(current, Some((s, _)) if s == start);
-                    if !reuse || states.is_none() {
-                        current = Some((start, 0));
-                        states = Some(
-                            partials
-                                .entry(start)
-                                .or_insert_with(|| calls.iter().map(Partial::for_call).collect()),
-                        );
+                let range = (self.plan.min_time, self.plan.max_time);
+                let shape = PartialShape {
+                    calls,
+                    indexes,
+                    interval,
+                    origin,
+                    member,
+                };
+                let own = match self.source.partials(series, field, range, &shape)? {
+                    Some((points, own)) => {
+                        self.count_points(points)?;
+                        own
                     }
-                    let cell = cell_of(&value);
-                    if let Some(states) = states.as_mut() {
-                        for &index in indexes {
-                            if let Some(state) = states.get_mut(index) {
-                                state.add(&cell, time, member);
-                            }
+                    None => fold_partials(self.read_limited(series, field)?, &shape),
+                };
+                for (window, states) in own {
+                    let target = partials
+                        .entry(window)
+                        .or_insert_with(|| calls.iter().map(Partial::for_call).collect());
+                    for &index in indexes {
+                        if let (Some(into), Some(from)) = (target.get_mut(index), states.get(index))
+                        {
+                            into.merge(from);
                         }
                     }
                 }
@@ -1892,9 +1952,96 @@ fn is_decomposable(call: &Expr) -> bool {
     }
 }
 
+/// What the partial states of one field of one series are for: the
+/// query's calls (only `indexes` read this field), its GROUP BY time, where
+/// windows start without one, and the series' place in its group (for ties).
+pub(crate) struct PartialShape<'a> {
+    calls: &'a [Expr],
+    indexes: &'a [usize],
+    interval: Option<(i64, i64)>,
+    origin: i64,
+    member: usize,
+}
+
+/// Fold points (in time order) into per-window states.
+fn fold_partials(
+    values: Vec<(i64, Value)>,
+    shape: &PartialShape<'_>,
+) -> BTreeMap<i64, Vec<Partial>> {
+    let mut partials: BTreeMap<i64, Vec<Partial>> = BTreeMap::new();
+    let mut current: Option<i64> = None;
+    let mut states: Option<&mut Vec<Partial>> = None;
+    for (time, value) in values {
+        let start = match shape.interval {
+            Some((length, offset)) => (time - offset).div_euclid(length) * length + offset,
+            None => shape.origin,
+        };
+        if current != Some(start) || states.is_none() {
+            current = Some(start);
+            states = Some(
+                partials
+                    .entry(start)
+                    .or_insert_with(|| shape.calls.iter().map(Partial::for_call).collect()),
+            );
+        }
+        let cell = cell_of(&value);
+        if let Some(states) = states.as_mut() {
+            for &index in shape.indexes {
+                if let Some(state) = states.get_mut(index) {
+                    state.add(&cell, time, shape.member);
+                }
+            }
+        }
+    }
+    partials
+}
+
+/// The wire form of one series' partial states: (window start, states).
+type WirePartials = Vec<(i64, Vec<Partial>)>;
+
+/// Per-window states, and the number of points they cover.
+type CountedPartials = (u64, BTreeMap<i64, Vec<Partial>>);
+
+/// A replica's side of aggregate push-down: the partial states of one field
+/// of one series it holds, as msgpack, and how many points they cover.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn series_partials(
+    storage: &Storage,
+    (db, rp): (&str, &str),
+    series_id: u64,
+    field: &str,
+    call_names: &[String],
+    indexes: &[usize],
+    interval: Option<(i64, i64)>,
+    (min, max, origin): (i64, i64, i64),
+    member: usize,
+) -> std::result::Result<(u64, Vec<u8>), String> {
+    let calls: Vec<Expr> = call_names
+        .iter()
+        .map(|name| Expr::Call {
+            name: name.clone(),
+            args: Vec::new(),
+        })
+        .collect();
+    let values = storage
+        .read_field(db, rp, series_id, field, (min, max), None)
+        .map_err(|e| e.to_string())?;
+    let points = values.len() as u64;
+    let shape = PartialShape {
+        calls: &calls,
+        indexes,
+        interval,
+        origin,
+        member,
+    };
+    let wire: WirePartials = fold_partials(values, &shape).into_iter().collect();
+    let bytes = rmp_serde::to_vec(&wire).map_err(|e| e.to_string())?;
+    Ok((points, bytes))
+}
+
 /// The partial state of a decomposable aggregate over some points: it can
 /// take points in any order and merge with another state of the same window.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Partial {
     count: u64,
     float_sum: f64,
@@ -1909,7 +2056,7 @@ struct Partial {
 }
 
 /// The parts of a [`Partial`] a call reads.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct Wants {
     sums: bool,
     min: bool,
@@ -2029,9 +2176,8 @@ impl Partial {
         }
     }
 
-    /// Fold another state of the same window into this one (a replica's
-    /// partial result, once the cluster pushes aggregation down).
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// Fold another state of the same window into this one (another
+    /// series', or a replica's).
     fn merge(&mut self, other: &Partial) {
         let count = self.count + other.count;
         let (float_sum, int_sum) = (
