@@ -104,6 +104,9 @@ fn five_nodes_rf3_store_every_point_exactly_three_times() {
         "SHOW TAG VALUES WITH KEY = rack",
         "SELECT mean(v), max(v), first(v), last(n), spread(v) FROM cpu GROUP BY time(5s)",
         "SELECT min(v), count(n) FROM cpu WHERE rack = 'r3' GROUP BY time(7s), rack fill(none)",
+        "SELECT v, n FROM cpu WHERE n > 15 AND host = 'h010'",
+        "SELECT count(v) FROM cpu WHERE v > 30.0 OR rack = 'r1' GROUP BY rack",
+        "SELECT * FROM cpu WHERE v < 5 ORDER BY time DESC LIMIT 4",
     ];
     for q in queries {
         let first = query(&cluster.url(0), "db", q);
@@ -118,17 +121,29 @@ fn five_nodes_rf3_store_every_point_exactly_three_times() {
     }
     let count = query(&cluster.url(3), "db", "SELECT count(v) FROM cpu");
     assert_eq!(count["results"][0]["series"][0]["values"][0][1], 1200);
-    // Aggregates of series held elsewhere were computed by their replicas.
+    // Aggregates and filters of series held elsewhere ran on their replicas.
     let served: u64 = cluster
         .nodes
         .iter()
         .map(|node| {
-            node.cluster_status()["local"]["partials_served"]
+            node.cluster_status()["local"]["pushdowns_served"]
                 .as_u64()
                 .unwrap_or(0)
         })
         .sum();
-    assert!(served > 0, "no aggregate was pushed down");
+    assert!(served > 0, "nothing was pushed down");
+    let filtered = query(
+        &cluster.url(4),
+        "db",
+        "SELECT v, n FROM cpu WHERE n > 15 AND host = 'h010'",
+    );
+    assert_eq!(
+        filtered["results"][0]["series"][0]["values"]
+            .as_array()
+            .map(Vec::len),
+        Some(4),
+        "{filtered}"
+    );
 }
 
 #[test]

@@ -34,7 +34,7 @@ use crate::lineproto;
 use crate::storage::{self, SeriesInfo, Storage, Take, Value, WriteOptions};
 
 pub use dynaflux_actors::ownership::{MemberView, Topology};
-pub use protocol::{PartialsRequest, Request, Response};
+pub use protocol::{PartialsRequest, Request, Response, RowsRequest};
 pub use write::WriteFailure;
 
 /// Gossip round period.
@@ -56,7 +56,7 @@ pub struct Cluster {
     pub gossip_rejected: Arc<AtomicU64>,
     membership: actix::Addr<membership::Membership>,
     schema: Arc<schema::SchemaBook>,
-    /// Aggregate push-down requests this node answered.
+    /// Push-down requests (aggregates, filters) this node answered.
     partials_served: Arc<AtomicU64>,
 }
 
@@ -94,8 +94,8 @@ pub struct MemberStatus {
 #[derive(Debug, Serialize)]
 pub struct LocalStats {
     pub points_stored: u64,
-    /// Partial aggregates computed here for other nodes' queries.
-    pub partials_served: u64,
+    /// Aggregates and filters computed here for other nodes' queries.
+    pub pushdowns_served: u64,
     pub rpc_connections_rejected: u64,
     pub gossip_datagrams_rejected: u64,
 }
@@ -249,7 +249,7 @@ impl Cluster {
                 .collect(),
             local: LocalStats {
                 points_stored: self.storage.points_stored(),
-                partials_served: self
+                pushdowns_served: self
                     .partials_served
                     .load(std::sync::atomic::Ordering::Relaxed),
                 rpc_connections_rejected: self
@@ -412,38 +412,67 @@ impl Cluster {
     /// answers. `None`: compute here (a local series, or quorum reads,
     /// which merge points by version).
     pub fn partials(&self, request: PartialsRequest) -> Result<Option<(u64, Vec<u8>)>, String> {
+        let (db, key) = (request.db.clone(), request.series_key.clone());
+        match self.pushdown(&db, &key, Request::Partials(request))? {
+            None => Ok(None),
+            Some(Response::Partials { points, states }) => Ok(Some((points, states))),
+            Some(_) => Err("unexpected answer to a partials request".into()),
+        }
+    }
+
+    /// Filter push-down, as [`Cluster::partials`]: the rows of a series this
+    /// node does not hold that satisfy a condition.
+    pub fn rows(&self, request: RowsRequest) -> Result<Option<Vec<u8>>, String> {
+        let (db, key) = (request.db.clone(), request.series_key.clone());
+        match self.pushdown(&db, &key, Request::Rows(request))? {
+            None => Ok(None),
+            Some(Response::Rows(rows)) => Ok(Some(rows)),
+            Some(_) => Err("unexpected answer to a rows request".into()),
+        }
+    }
+
+    /// Send `request` about series `key` to the first of its replicas that
+    /// answers, live ones first; `None` when this node holds the series or
+    /// reads at quorum (which merges points by version).
+    fn pushdown(&self, db: &str, key: &str, request: Request) -> Result<Option<Response>, String> {
         if self.read_consistency == ReadConsistency::Quorum {
             return Ok(None);
         }
         let topology = self.topology();
-        let token = storage::series_token(&request.db, &request.series_key);
-        let replicas = topology.ring.replicas(token);
+        let replicas = topology.ring.replicas(storage::series_token(db, key));
         if replicas.is_empty() || replicas.contains(&self.node_id) {
             return Ok(None);
         }
         let mut order: Vec<&String> = replicas.iter().collect();
         order.sort_by_key(|id| !topology.members.get(*id).is_some_and(|m| m.live));
         let mut failures = Vec::new();
-        for id in order {
-            let Some(member) = topology.members.get(id) else {
+        let mut request = Some(request);
+        for (attempt, id) in order.iter().enumerate() {
+            let Some(member) = topology.members.get(*id) else {
                 failures.push(format!("{id}: unknown address"));
                 continue;
             };
+            // The request moves into the last attempt; earlier ones copy it.
+            let call = if attempt + 1 == order.len() {
+                request.take()
+            } else {
+                request.clone()
+            };
+            let Some(call) = call else {
+                break;
+            };
             let client = self.client.clone();
             let address = member.rpc_addr;
-            let call = Request::Partials(request.clone());
             match self
                 .rpc
                 .block_on(async move { client.call(address, call).await })
             {
-                Ok(Response::Partials { points, states }) => return Ok(Some((points, states))),
-                Ok(_) => failures.push(format!("{id}: unexpected answer")),
+                Ok(response) => return Ok(Some(response)),
                 Err(error) => failures.push(format!("{id}: {error}")),
             }
         }
         Err(format!(
-            "no replica of series {} answered ({})",
-            request.series_key,
+            "no replica of series {key} answered ({})",
             failures.join(", ")
         ))
     }
@@ -476,7 +505,7 @@ struct Handler {
 #[async_trait::async_trait]
 impl rpc::Handler<Request, Response> for Handler {
     async fn handle(&self, _peer: &str, request: Request) -> Result<Response, String> {
-        if matches!(request, Request::Partials(_)) {
+        if matches!(request, Request::Partials(_) | Request::Rows(_)) {
             self.partials_served
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
@@ -521,6 +550,22 @@ fn handle_blocking(
                 usize::try_from(request.member).unwrap_or(usize::MAX),
             )?;
             Ok(Response::Partials { points, states })
+        }
+        Request::Rows(request) => {
+            let ids = storage
+                .series_ids(&request.db, &[request.series_key.as_str()])
+                .map_err(|e| e.to_string())?;
+            influxql::series_rows(
+                storage,
+                (&request.db, &request.rp),
+                ids.first().copied().flatten(),
+                &request.tags,
+                &request.fields,
+                (request.min, request.max),
+                &request.condition,
+                &request.field_names,
+            )
+            .map(Response::Rows)
         }
         Request::Schema(theirs) => {
             book.merge(storage, &theirs);

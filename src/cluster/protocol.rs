@@ -9,7 +9,7 @@ use super::schema::SchemaState;
 use crate::lineproto::Precision;
 use crate::storage::{Take, Value};
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Request {
     /// Store the points of `lines` (line protocol, as the client sent it,
     /// read with `precision` and `now` for lines without a timestamp) at
@@ -41,6 +41,8 @@ pub enum Request {
     },
     /// Aggregate push-down: the partial states of one field of one series.
     Partials(PartialsRequest),
+    /// Filter push-down: the rows of one series that satisfy a condition.
+    Rows(RowsRequest),
     /// The sender's schema: merge it, answer with the merged one.
     Schema(SchemaState),
     /// Run a statement that changes data, not the schema (DROP MEASUREMENT,
@@ -61,6 +63,8 @@ pub enum Response {
     },
     Field(Vec<(i64, Value)>),
     Versioned(Vec<(i64, u64, Value)>),
+    /// Filtered rows (msgpack, the executor's own form).
+    Rows(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Partial states (msgpack, the executor's own form) and the number of
     /// points they cover.
     Partials {
@@ -90,4 +94,22 @@ pub struct PartialsRequest {
     pub origin: i64,
     /// The series' place in its group (for ties between series).
     pub member: u64,
+}
+
+/// What a coordinator asks a replica to filter.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RowsRequest {
+    pub db: String,
+    pub rp: String,
+    pub series_key: String,
+    /// The series' tags, for conditions on tags.
+    pub tags: Vec<(String, String)>,
+    pub fields: Vec<String>,
+    pub min: i64,
+    pub max: i64,
+    /// The condition, as InfluxQL.
+    pub condition: String,
+    /// The measurement's fields (a name in the condition that is one of
+    /// them is a field, else a tag).
+    pub field_names: Vec<String>,
 }

@@ -925,7 +925,7 @@ fn collect_conjuncts(
 
 mod select;
 
-pub(crate) use select::series_partials;
+pub(crate) use select::{series_partials, series_rows};
 
 fn execute_select(
     select: &SelectStatement,

@@ -22,12 +22,12 @@ pub mod ast;
 pub mod encode;
 mod exec;
 pub mod lexer;
-mod parser;
+pub(crate) mod parser;
 #[cfg(test)]
 mod tests;
 
 pub use encode::{encode_csv, encode_json, encode_json_chunks};
-pub(crate) use exec::series_partials;
+pub(crate) use exec::{series_partials, series_rows};
 
 use crate::storage::Storage;
 

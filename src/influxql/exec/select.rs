@@ -637,6 +637,19 @@ trait DataSource {
     ) -> Result<Option<CountedPartials>> {
         Ok(None)
     }
+
+    /// The rows of `fields` of one series that satisfy `condition`,
+    /// filtered where the series is held; `None`: read and filter here.
+    fn rows(
+        &self,
+        _series: &SeriesInfo,
+        _fields: &[String],
+        _range: (i64, i64),
+        _condition: &Expr,
+        _field_names: &[String],
+    ) -> Result<Option<Table>> {
+        Ok(None)
+    }
 }
 
 struct StoredData<'a> {
@@ -723,6 +736,35 @@ impl DataSource for StoredData<'_> {
         let wire: WirePartials =
             rmp_serde::from_slice(&bytes).map_err(|e| format!("bad partial states: {e}"))?;
         Ok(Some((points, wire.into_iter().collect())))
+    }
+
+    fn rows(
+        &self,
+        series: &SeriesInfo,
+        fields: &[String],
+        range: (i64, i64),
+        condition: &Expr,
+        field_names: &[String],
+    ) -> Result<Option<Table>> {
+        let Some(cluster) = self.cluster else {
+            return Ok(None);
+        };
+        let request = crate::cluster::RowsRequest {
+            db: self.db.clone(),
+            rp: self.rp.clone(),
+            series_key: series.key.clone(),
+            tags: series.tags.clone(),
+            fields: fields.to_vec(),
+            min: range.0,
+            max: range.1,
+            condition: condition.to_string(),
+            field_names: field_names.to_vec(),
+        };
+        let Some(bytes) = cluster.rows(request)? else {
+            return Ok(None);
+        };
+        let table: Table = rmp_serde::from_slice(&bytes).map_err(|e| format!("bad rows: {e}"))?;
+        Ok(Some(table))
     }
 }
 
@@ -1045,6 +1087,34 @@ impl MeasurementQuery<'_> {
     }
 
     /// The rows of one series: time -> field values, with the row filter applied.
+    /// Rows of a series held elsewhere, filtered by the condition where the
+    /// series is (field conditions pushed down); `None`: read them here.
+    fn pushed_rows(
+        &self,
+        series: &SeriesInfo,
+        fields: &[String],
+        schema: &Schema,
+    ) -> Result<Option<Table>> {
+        let Some(residual) = &self.plan.residual else {
+            return Ok(None);
+        };
+        let field_names: Vec<String> = schema.fields.keys().cloned().collect();
+        let range = (self.plan.min_time, self.plan.max_time);
+        let Some(table) = self
+            .source
+            .rows(series, fields, range, residual, &field_names)?
+        else {
+            return Ok(None);
+        };
+        let cells: usize = table
+            .values
+            .iter()
+            .map(|column| column.iter().filter(|v| v.is_some()).count())
+            .sum();
+        self.count_points(cells as u64)?;
+        Ok(Some(table))
+    }
+
     fn read_rows(
         &self,
         series: &SeriesInfo,
@@ -1053,6 +1123,19 @@ impl MeasurementQuery<'_> {
         row_filter: bool,
     ) -> Result<BTreeMap<i64, BTreeMap<String, Value>>> {
         let mut rows: BTreeMap<i64, BTreeMap<String, Value>> = BTreeMap::new();
+        if row_filter {
+            if let Some(table) = self.pushed_rows(series, fields, schema)? {
+                for (row, time) in table.times.iter().enumerate() {
+                    let values = rows.entry(*time).or_default();
+                    for field in fields {
+                        if let Some(value) = table.value(row, fields, field) {
+                            values.insert(field.clone(), value.clone());
+                        }
+                    }
+                }
+                return Ok(rows);
+            }
+        }
         for field in fields {
             let values = self.read_limited(series, field)?;
             for (time, value) in values {
@@ -1199,8 +1282,17 @@ impl MeasurementQuery<'_> {
             let mut tables: Vec<Table> = Vec::with_capacity(group.series.len());
             let mut candidates: Vec<(i64, usize, usize)> = Vec::new();
             for (member, series) in group.series.iter().enumerate() {
-                let table =
-                    self.read_table(series, &needed, row_filter || transform_column.is_some())?;
+                let pushed = if row_filter {
+                    self.pushed_rows(series, &needed, &schema)?
+                } else {
+                    None
+                };
+                let table = match pushed {
+                    Some(table) => table,
+                    None => {
+                        self.read_table(series, &needed, row_filter || transform_column.is_some())?
+                    }
+                };
                 for row in 0..table.times.len() {
                     if !selected
                         .iter()
@@ -1355,27 +1447,7 @@ impl MeasurementQuery<'_> {
             }
             columns.push(values);
         }
-        let mut times: Vec<i64> = columns
-            .iter()
-            .flat_map(|c| c.iter().map(|(t, _)| *t))
-            .collect();
-        times.sort_unstable();
-        times.dedup();
-        let mut values: Vec<Vec<Option<Value>>> = Vec::with_capacity(columns.len());
-        for column in columns {
-            let mut out: Vec<Option<Value>> = vec![None; times.len()];
-            let mut position = 0;
-            for (time, value) in column {
-                while position < times.len() && times[position] < time {
-                    position += 1;
-                }
-                if let Some(slot) = out.get_mut(position) {
-                    *slot = Some(value);
-                }
-            }
-            values.push(out);
-        }
-        Ok(Table { times, values })
+        Ok(table_of(columns))
     }
 
     // ------------------------------------------------------------ aggregates
@@ -1923,6 +1995,7 @@ fn check_call_types(call: &Expr, schema: &Schema) -> Result<()> {
 }
 
 /// One series' field values as columns over the union of their times.
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Table {
     times: Vec<i64>,
     /// One column per field, in the order of the fields read.
@@ -1950,6 +2023,86 @@ fn is_decomposable(call: &Expr) -> bool {
         }
         _ => false,
     }
+}
+
+/// Columns of one series as one table over the union of their timestamps.
+fn table_of(columns: Vec<Vec<(i64, Value)>>) -> Table {
+    let mut times: Vec<i64> = columns
+        .iter()
+        .flat_map(|c| c.iter().map(|(t, _)| *t))
+        .collect();
+    times.sort_unstable();
+    times.dedup();
+    let mut values: Vec<Vec<Option<Value>>> = Vec::with_capacity(columns.len());
+    for column in columns {
+        let mut out: Vec<Option<Value>> = vec![None; times.len()];
+        let mut position = 0;
+        for (time, value) in column {
+            while position < times.len() && times[position] < time {
+                position += 1;
+            }
+            if let Some(slot) = out.get_mut(position) {
+                *slot = Some(value);
+            }
+        }
+        values.push(out);
+    }
+    Table { times, values }
+}
+
+/// A replica's side of filter push-down: the rows of one series it holds
+/// (`fields` over `[min, max]`; none for a series it does not know) that
+/// satisfy `condition` (InfluxQL text),
+/// as msgpack. `tags` and `field_names` are the coordinator's: the series'
+/// tags and the measurement's fields.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn series_rows(
+    storage: &Storage,
+    (db, rp): (&str, &str),
+    series_id: Option<u64>,
+    tags: &[(String, String)],
+    fields: &[String],
+    (min, max): (i64, i64),
+    condition: &str,
+    field_names: &[String],
+) -> std::result::Result<Vec<u8>, String> {
+    let residual = crate::influxql::parser::Parser::new(condition)
+        .expr()
+        .map_err(|e| e.to_string())?;
+    let mut columns = Vec::with_capacity(fields.len());
+    for field in fields {
+        columns.push(match series_id {
+            Some(id) => storage
+                .read_field(db, rp, id, field, (min, max), None)
+                .map_err(|e| e.to_string())?,
+            // A series this replica does not know: no rows.
+            None => Vec::new(),
+        });
+    }
+    let table = table_of(columns);
+    let names: BTreeSet<String> = field_names.iter().cloned().collect();
+    let mut kept = Table {
+        times: Vec::new(),
+        values: vec![Vec::new(); fields.len()],
+    };
+    for (row, time) in table.times.iter().enumerate() {
+        let values: BTreeMap<&str, Value> = fields
+            .iter()
+            .filter_map(|f| table.value(row, fields, f).map(|v| (f.as_str(), v.clone())))
+            .collect();
+        let scope = RowScope {
+            tags,
+            fields: &values,
+            field_names: &names,
+        };
+        if matches!(eval(&residual, &scope), Some(Val::Bool(true))) {
+            kept.times.push(*time);
+            for (column, out) in table.values.iter().zip(kept.values.iter_mut()) {
+                out.push(column.get(row).cloned().flatten());
+            }
+        }
+    }
+    rmp_serde::to_vec(&kept).map_err(|e| e.to_string())
 }
 
 /// What the partial states of one field of one series are for: the
