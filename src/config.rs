@@ -99,6 +99,9 @@ pub struct ClusterConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HandoffConfig {
+    /// Keep hints for replicas that miss a write, and replay them when they
+    /// return. Default: true.
+    pub enabled: bool,
     /// Per target node. Default: 10GiB.
     pub max_bytes: ByteSize,
     /// Default: 168h.
@@ -206,6 +209,7 @@ impl Default for ClusterConfig {
 impl Default for HandoffConfig {
     fn default() -> Self {
         HandoffConfig {
+            enabled: true,
             max_bytes: ByteSize::gib(10),
             max_age: Duration::from_secs(168 * 3600),
         }

@@ -421,14 +421,18 @@ fn a_node_that_missed_schema_statements_catches_up_and_drops_stay_dropped() {
 }
 
 /// Node 3 is down while points of existing series are written at quorum;
-/// it comes back without them (no hinted handoff yet). Asked through node
+/// it comes back without them (hinted handoff off). Asked through node
 /// 3, a read at `one` misses them; at `quorum` it merges node 3's copy
 /// with another replica's and sees every acknowledged point.
 fn count_through_a_replica_that_missed_writes(read_consistency: &str) -> u64 {
+    // Without hinted handoff, so that node 3 stays behind.
     let mut cluster = TestCluster::start_with(
         3,
         3,
-        &[("DYNAFLUX_CLUSTER__READ_CONSISTENCY", read_consistency)],
+        &[
+            ("DYNAFLUX_CLUSTER__READ_CONSISTENCY", read_consistency),
+            ("DYNAFLUX_HANDOFF__ENABLED", "false"),
+        ],
     );
     create_database(&cluster.url(0), "db");
     let (status, body) = write_at(&cluster.url(0), "db", "all", &lines(10, 5, 0).join("\n"));
@@ -502,4 +506,90 @@ fn a_partitioned_node_cannot_meet_quorum_and_rejoins_when_healed() {
     // node 3 may have stored its 10 there (a refused write is not undone).
     let count = answer["results"][0]["series"][0]["values"][0][1].as_u64();
     assert_eq!(count, Some(110), "{answer}");
+}
+
+/// Hints this node holds, over every target.
+fn hint_entries(node: &common::Node) -> u64 {
+    node.cluster_status()["local"]["hints"]
+        .as_object()
+        .map(|queues| {
+            queues
+                .values()
+                .map(|queue| queue["entries"].as_u64().unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(u64::MAX)
+}
+
+/// Every point of `lines(hosts, per_host, 0)` is on node 3 alone, once.
+fn assert_node3_alone_has(cluster: &mut TestCluster, hosts: usize, per_host: usize) {
+    cluster.nodes[0].kill9();
+    cluster.nodes[1].kill9();
+    let url = cluster.url(2);
+    let total = query(&url, "db", "SELECT count(v), sum(n) FROM cpu");
+    let row = &total["results"][0]["series"][0]["values"][0];
+    assert_eq!(row[1].as_u64(), Some((hosts * per_host) as u64), "{total}");
+    // n = t for t in 0..per_host, on every host.
+    let sum_n = (hosts * per_host * (per_host - 1) / 2) as u64;
+    assert_eq!(row[2].as_u64(), Some(sum_n), "{total}");
+    let per_series = query(&url, "db", "SELECT count(v) FROM cpu GROUP BY host");
+    let series = per_series["results"][0]["series"]
+        .as_array()
+        .expect("series");
+    assert_eq!(series.len(), hosts);
+    for one in series {
+        assert_eq!(one["values"][0][1].as_u64(), Some(per_host as u64), "{one}");
+    }
+}
+
+#[test]
+fn hinted_handoff_gives_a_returning_replica_every_write_it_missed() {
+    let mut cluster = TestCluster::start(3, 3);
+    create_database(&cluster.url(0), "db");
+    assert!(cluster.nodes[2].terminate().success());
+    let all = lines(100, 500, 0);
+    for (i, chunk) in all.chunks(5000).enumerate() {
+        let (status, body) = write_at(&cluster.url(i % 2), "db", "quorum", &chunk.join("\n"));
+        assert_eq!(status, 204, "{body}");
+    }
+    assert!(hint_entries(&cluster.nodes[0]) + hint_entries(&cluster.nodes[1]) > 0);
+    cluster.nodes[2].restart();
+    cluster.wait_live(3);
+    wait_until("the hint queues to drain", Duration::from_secs(60), || {
+        hint_entries(&cluster.nodes[0]) == 0 && hint_entries(&cluster.nodes[1]) == 0
+    });
+    assert_node3_alone_has(&mut cluster, 100, 500);
+}
+
+#[test]
+fn hints_survive_a_kill9_of_their_coordinator_and_any_needs_only_a_hint() {
+    let mut cluster = TestCluster::start(3, 3);
+    create_database(&cluster.url(0), "db");
+    cluster.nodes[1].kill9();
+    cluster.nodes[2].kill9();
+    // Two of three replicas down: `any` is acknowledged once hints for
+    // both are durable here; `quorum` is not.
+    let all = lines(20, 50, 0);
+    for chunk in all.chunks(250) {
+        let (status, body) = write_at(&cluster.url(0), "db", "any", &chunk.join("\n"));
+        assert_eq!(status, 204, "{body}");
+    }
+    // (A refused write is not undone: its hints are kept and delivered too,
+    // which is why it goes to another measurement here.)
+    let (status, _) = write_at(&cluster.url(0), "db", "quorum", "refused v=1 1");
+    assert_eq!(status, 503);
+    // The coordinator dies with its hints, and comes back.
+    cluster.nodes[0].kill9();
+    cluster.nodes[0].restart();
+    assert!(
+        hint_entries(&cluster.nodes[0]) > 0,
+        "hints lost in the kill"
+    );
+    cluster.nodes[1].restart();
+    cluster.nodes[2].restart();
+    cluster.wait_live(3);
+    wait_until("the hint queues to drain", Duration::from_secs(60), || {
+        hint_entries(&cluster.nodes[0]) == 0
+    });
+    assert_node3_alone_has(&mut cluster, 20, 50);
 }

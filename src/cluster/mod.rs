@@ -58,6 +58,10 @@ pub struct Cluster {
     schema: Arc<schema::SchemaBook>,
     /// Push-down requests (aggregates, filters) this node answered.
     partials_served: Arc<AtomicU64>,
+    /// Hints delivered to their targets since start.
+    hints_replayed: AtomicU64,
+    /// `handoff.enabled`.
+    handoff: bool,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -96,8 +100,20 @@ pub struct LocalStats {
     pub points_stored: u64,
     /// Aggregates and filters computed here for other nodes' queries.
     pub pushdowns_served: u64,
+    /// Hinted handoff queues held here, by target node.
+    pub hints: std::collections::BTreeMap<String, HintQueue>,
+    /// Hints delivered since start.
+    pub hints_replayed: u64,
     pub rpc_connections_rejected: u64,
     pub gossip_datagrams_rejected: u64,
+}
+
+/// One hinted handoff queue.
+#[derive(Debug, Serialize)]
+pub struct HintQueue {
+    pub entries: u64,
+    pub bytes: u64,
+    pub oldest_age_ms: u64,
 }
 
 /// The RPC runtime and listener, made before the actix system starts.
@@ -206,9 +222,12 @@ impl Prepared {
             membership: membership.addr,
             schema,
             partials_served,
+            hints_replayed: AtomicU64::new(0),
+            handoff: config.handoff.enabled,
         };
         let cluster = Arc::new(cluster);
         runtime.spawn(schema_exchange(Arc::downgrade(&cluster)));
+        runtime.spawn(handoff_replay(Arc::downgrade(&cluster)));
         Ok((cluster, runtime))
     }
 }
@@ -226,6 +245,28 @@ impl Cluster {
     /// Announce leaving and stop gossiping.
     pub fn leave(&self) {
         self.membership.do_send(membership::Stop);
+    }
+
+    fn hint_queues(&self) -> std::collections::BTreeMap<String, HintQueue> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        self.storage
+            .hint_queues()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(target, (entries, bytes, oldest))| {
+                (
+                    target,
+                    HintQueue {
+                        entries,
+                        bytes,
+                        oldest_age_ms: now_ms.saturating_sub(oldest),
+                    },
+                )
+            })
+            .collect()
     }
 
     pub fn status(&self) -> Status {
@@ -251,6 +292,10 @@ impl Cluster {
                 points_stored: self.storage.points_stored(),
                 pushdowns_served: self
                     .partials_served
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                hints: self.hint_queues(),
+                hints_replayed: self
+                    .hints_replayed
                     .load(std::sync::atomic::Ordering::Relaxed),
                 rpc_connections_rejected: self
                     .rpc_stats
@@ -717,4 +762,94 @@ fn is_schema_statement(text: &str) -> bool {
     ]
     .iter()
     .any(|prefix| upper.starts_with(prefix))
+}
+
+/// Hinted handoff: deliver the hints kept for each live target, oldest
+/// first, in batches; a hint is forgotten only once its target acknowledged
+/// it (delivering one twice is harmless: versions). A target that fails is
+/// retried with exponential backoff (0.2 s doubling to 10 s).
+async fn handoff_replay(cluster: std::sync::Weak<Cluster>) {
+    const BATCH: usize = 32;
+    let mut backoff: std::collections::HashMap<String, (tokio::time::Instant, Duration)> =
+        std::collections::HashMap::new();
+    let mut interval = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        interval.tick().await;
+        let Some(cluster) = cluster.upgrade() else {
+            return;
+        };
+        let storage = cluster.storage.clone();
+        let Ok(Ok(queues)) = tokio::task::spawn_blocking(move || storage.hint_queues()).await
+        else {
+            continue;
+        };
+        let topology = cluster.topology();
+        for target in queues.keys() {
+            let Some(member) = topology.members.get(target) else {
+                continue;
+            };
+            let waiting = backoff
+                .get(target)
+                .is_some_and(|(until, _)| tokio::time::Instant::now() < *until);
+            if !member.live || waiting {
+                continue;
+            }
+            let storage = cluster.storage.clone();
+            let name = target.clone();
+            let Ok(Ok(batch)) =
+                tokio::task::spawn_blocking(move || storage.hint_batch(&name, BATCH)).await
+            else {
+                continue;
+            };
+            let mut delivered = Vec::new();
+            let mut failure = None;
+            for (key, bytes) in batch {
+                let request: Request = match rmp_serde::from_slice(&bytes) {
+                    Ok(request) => request,
+                    Err(error) => {
+                        tracing::error!(node = %target, %error, "dropping an unreadable hint");
+                        delivered.push(key);
+                        continue;
+                    }
+                };
+                match cluster.client.call(member.rpc_addr, request).await {
+                    Ok(Response::Written { .. }) => delivered.push(key),
+                    Ok(_) => {
+                        failure = Some("unexpected answer".to_string());
+                        break;
+                    }
+                    Err(error) => {
+                        failure = Some(error.to_string());
+                        break;
+                    }
+                }
+            }
+            let count = delivered.len() as u64;
+            if !delivered.is_empty() {
+                let storage = cluster.storage.clone();
+                if let Ok(Err(error)) =
+                    tokio::task::spawn_blocking(move || storage.hint_remove(&delivered)).await
+                {
+                    tracing::warn!(node = %target, %error, "could not forget delivered hints");
+                }
+                cluster
+                    .hints_replayed
+                    .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+            }
+            match failure {
+                Some(error) => {
+                    let delay = backoff
+                        .get(target)
+                        .map_or(Duration::from_millis(200), |(_, d)| {
+                            (*d * 2).min(Duration::from_secs(10))
+                        });
+                    tracing::debug!(node = %target, %error, ?delay, "hint delivery failed");
+                    backoff.insert(target.clone(), (tokio::time::Instant::now() + delay, delay));
+                }
+                None => {
+                    backoff.remove(target);
+                }
+            }
+        }
+    }
 }

@@ -18,7 +18,7 @@ use super::{Cluster, Request, Response};
 use crate::config::WriteConsistency;
 use crate::lineproto::{self, Point, Precision};
 use crate::storage::engine::series_token;
-use crate::storage::{StorageError, WriteOptions, WriteOutcome};
+use crate::storage::{Storage, StorageError, WriteOptions, WriteOutcome};
 
 /// Why a write failed.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +100,7 @@ impl Cluster {
         }
         let version = self.storage.next_version();
         let mut calls = FuturesUnordered::new();
+        let mut hints: HashMap<String, Request> = HashMap::new();
         for (member, (values, index_only)) in &work {
             if *member == self.node_id || (values.is_empty() && index_only.is_empty()) {
                 continue;
@@ -123,6 +124,10 @@ impl Cluster {
                 index_only: encode(index_only),
             };
             let id = member.to_string();
+            // Kept until the replica answers: a hint if it does not.
+            if self.handoff {
+                hints.insert(id.clone(), request.clone());
+            }
             let Some(address) = topology.members.get(*member).map(|m| m.rpc_addr) else {
                 let failed: Reply = Err("unknown address".into());
                 calls.push(self.rpc.spawn(async move { (id, failed) }));
@@ -212,13 +217,27 @@ impl Cluster {
             }
             (!waiting).then_some(Ok(()))
         };
+        // `any` waits for every replica (a hint stands in for each that
+        // fails); the other levels answer as soon as they are met.
+        let wait_all = level == WriteConsistency::Any && self.handoff;
+        if !self.handoff {
+            hints.clear();
+        }
+        let mut failed: Vec<String> = Vec::new();
         let decision = self.rpc.block_on(async {
             loop {
-                if let Some(decision) = decide(&replies) {
-                    return decision;
+                if !wait_all {
+                    if let Some(decision) = decide(&replies) {
+                        return decision;
+                    }
                 }
                 match calls.next().await {
                     Some(Ok((id, reply))) => {
+                        if reply.is_err() {
+                            failed.push(id.clone());
+                        } else {
+                            hints.remove(&id);
+                        }
                         if storing.contains(id.as_str()) {
                             replies.insert(id, reply);
                         } else if let Err(error) = reply {
@@ -233,8 +252,40 @@ impl Cluster {
                 }
             }
         });
-        // Calls still in flight finish in the background.
-        decision.map_err(WriteFailure::Consistency)?;
+        // Replicas that failed get a hint, durable before the answer.
+        for id in failed {
+            if let Some(request) = hints.remove(&id) {
+                let kept = self.keep_hint(&id, &request);
+                if wait_all {
+                    kept?;
+                }
+            }
+        }
+        // Calls still in flight finish in the background, and a hint is
+        // kept for each that fails.
+        if !hints.is_empty() {
+            let storage = self.storage.clone();
+            self.rpc.spawn(async move {
+                while let Some(done) = calls.next().await {
+                    let Ok((id, reply)) = done else {
+                        continue;
+                    };
+                    let request = hints.remove(&id);
+                    if let (Err(_), Some(request)) = (reply, request) {
+                        let storage = storage.clone();
+                        let _ = tokio::task::spawn_blocking(move || {
+                            if let Err(error) = store_hint(&storage, &id, &request) {
+                                tracing::error!(node = %id, %error, "could not keep a hint");
+                            }
+                        })
+                        .await;
+                    }
+                }
+            });
+        }
+        if !wait_all {
+            decision.map_err(WriteFailure::Consistency)?;
+        }
         let mut outcome = WriteOutcome::default();
         for reply in replies.values().flatten() {
             outcome.written = outcome.written.max(reply.written);
@@ -244,6 +295,24 @@ impl Cluster {
             }
         }
         Ok(outcome)
+    }
+}
+
+/// Keep `request` for `target`, durably.
+fn store_hint(storage: &Storage, target: &str, request: &Request) -> Result<(), WriteFailure> {
+    let bytes = rmp_serde::to_vec_named(request)
+        .map_err(|e| WriteFailure::Storage(StorageError::Engine(e.to_string())))?;
+    storage.hint_push(target, &bytes)?;
+    Ok(())
+}
+
+impl Cluster {
+    fn keep_hint(&self, target: &str, request: &Request) -> Result<(), WriteFailure> {
+        let kept = store_hint(&self.storage, target, request);
+        if let Err(error) = &kept {
+            tracing::error!(node = %target, %error, "could not keep a hint");
+        }
+        kept
     }
 }
 

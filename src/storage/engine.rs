@@ -28,7 +28,7 @@ use super::block::{self, Column};
 use super::catalog::{CatalogState, RpMeta};
 use super::wal::{self, Wal};
 use super::{
-    FieldType, RetentionPolicyInfo, RetentionPolicySpec, RetentionPolicyUpdate, SeriesFilter,
+    FieldType, Hint, RetentionPolicyInfo, RetentionPolicySpec, RetentionPolicyUpdate, SeriesFilter,
     SeriesInfo, StorageError, StorageOptions, Take, Value, WriteOptions, WriteOutcome,
 };
 use crate::lineproto::{self, FieldValue, Point};
@@ -264,6 +264,8 @@ pub struct Engine {
     db: Database,
     meta: Keyspace,
     series_ks: Keyspace,
+    /// Hinted handoff: `target node \0 seq` -> an opaque hint.
+    hints_ks: Keyspace,
     catalog: RwLock<CatalogState>,
     indexes: RwLock<HashMap<u32, Arc<RwLock<SeriesIndex>>>>,
     shards: RwLock<BTreeMap<ShardId, Keyspace>>,
@@ -297,6 +299,9 @@ impl Engine {
             .map_err(engine_error)?;
         let series_ks = db
             .keyspace("series", KeyspaceCreateOptions::default)
+            .map_err(engine_error)?;
+        let hints_ks = db
+            .keyspace("hints", KeyspaceCreateOptions::default)
             .map_err(engine_error)?;
         let catalog: CatalogState = match meta.get(CATALOG_KEY).map_err(engine_error)? {
             Some(bytes) => rmp_serde::from_slice(&bytes).map_err(engine_error)?,
@@ -338,6 +343,7 @@ impl Engine {
             db,
             meta,
             series_ks,
+            hints_ks,
             catalog: RwLock::new(catalog),
             indexes: RwLock::new(
                 indexes
@@ -1384,6 +1390,60 @@ impl Engine {
             count += before - self.shards.read().len();
         }
         Ok(count)
+    }
+
+    /// Keep `hint` for `target`, durably (fsynced) before returning.
+    pub fn hint_push(&self, target: &str, hint: &[u8]) -> Result<(), StorageError> {
+        let mut key = Vec::with_capacity(target.len() + 9);
+        key.extend_from_slice(target.as_bytes());
+        key.push(0);
+        key.extend_from_slice(&self.hlc.now().to_be_bytes());
+        self.hints_ks.insert(key, hint).map_err(engine_error)?;
+        self.db.persist(PersistMode::SyncAll).map_err(engine_error)
+    }
+
+    /// The oldest `limit` hints for `target`: (key, hint).
+    pub fn hint_batch(&self, target: &str, limit: usize) -> Result<Vec<Hint>, StorageError> {
+        let mut prefix = target.as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for item in self.hints_ks.prefix(&prefix).take(limit) {
+            let (key, value) = item.into_inner().map_err(engine_error)?;
+            out.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Forget delivered hints.
+    pub fn hint_remove(&self, keys: &[Vec<u8>]) -> Result<(), StorageError> {
+        let mut batch = self.db.batch();
+        for key in keys {
+            batch.remove(&self.hints_ks, key.as_slice());
+        }
+        batch.commit().map_err(engine_error)?;
+        self.db.persist(PersistMode::SyncAll).map_err(engine_error)
+    }
+
+    /// Per target: (hints, bytes, oldest hint's wall-clock milliseconds).
+    pub fn hint_queues(&self) -> Result<BTreeMap<String, (u64, u64, u64)>, StorageError> {
+        let mut out: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+        for item in self.hints_ks.iter() {
+            let (key, value) = item.into_inner().map_err(engine_error)?;
+            let Some(split) = key.iter().position(|b| *b == 0) else {
+                continue;
+            };
+            let target = String::from_utf8_lossy(&key[..split]).into_owned();
+            let mut seq = [0u8; 8];
+            if let Some(tail) = key.get(split + 1..split + 9) {
+                seq.copy_from_slice(tail);
+            }
+            let millis = Hlc::physical_ms(u64::from_be_bytes(seq));
+            let entry = out.entry(target).or_insert((0, 0, millis));
+            entry.0 += 1;
+            entry.1 += value.len() as u64;
+            entry.2 = entry.2.min(millis);
+        }
+        Ok(out)
     }
 
     /// A new version from this node's clock.

@@ -65,6 +65,9 @@ impl SeriesFilter<'_> {
     }
 }
 
+/// A kept hint: (its key in the queue, the hint).
+pub type Hint = (Vec<u8>, Vec<u8>);
+
 /// How a write is applied.
 #[derive(Debug, Clone, Copy)]
 pub struct WriteOptions {
@@ -413,6 +416,28 @@ impl Storage {
     /// The local id of each series key, if this node knows the series.
     pub fn series_ids(&self, db: &str, keys: &[&str]) -> Result<Vec<Option<u64>>, StorageError> {
         self.engine.series_ids(db, keys)
+    }
+
+    /// Hinted handoff: keep `hint` for `target`, fsynced before returning.
+    pub fn hint_push(&self, target: &str, hint: &[u8]) -> Result<(), StorageError> {
+        self.engine.hint_push(target, hint)
+    }
+
+    /// The oldest `limit` hints for `target`, as (key, hint).
+    pub fn hint_batch(&self, target: &str, limit: usize) -> Result<Vec<Hint>, StorageError> {
+        self.engine.hint_batch(target, limit)
+    }
+
+    /// Forget delivered hints.
+    pub fn hint_remove(&self, keys: &[Vec<u8>]) -> Result<(), StorageError> {
+        self.engine.hint_remove(keys)
+    }
+
+    /// Per target node: (hints, bytes, oldest hint's wall-clock ms).
+    pub fn hint_queues(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, (u64, u64, u64)>, StorageError> {
+        self.engine.hint_queues()
     }
 
     /// Points this node has stored since it started.
