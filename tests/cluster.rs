@@ -501,11 +501,15 @@ fn a_partitioned_node_cannot_meet_quorum_and_rejoins_when_healed() {
         &lines(10, 1, 60).join("\n"),
     );
     assert_eq!(status, 204, "healed: {body}");
+    // The refused write is not undone: node 3 stored it and kept hints for
+    // nodes 1 and 2, which it delivers once healed.
+    wait_until("node 3's hints to drain", Duration::from_secs(30), || {
+        hint_entries(&cluster.nodes[2]) == 0
+    });
     let answer = query(&cluster.url(0), "db", "SELECT count(v) FROM cpu");
-    // 50 + 50 on the majority side, 10 after healing; the refused write at
-    // node 3 may have stored its 10 there (a refused write is not undone).
+    // 50 + 50 on the majority side, 10 refused then delivered, 10 after healing.
     let count = answer["results"][0]["series"][0]["values"][0][1].as_u64();
-    assert_eq!(count, Some(110), "{answer}");
+    assert_eq!(count, Some(120), "{answer}");
 }
 
 /// Hints this node holds, over every target.
@@ -592,4 +596,33 @@ fn hints_survive_a_kill9_of_their_coordinator_and_any_needs_only_a_hint() {
         hint_entries(&cluster.nodes[0]) == 0
     });
     assert_node3_alone_has(&mut cluster, 20, 50);
+}
+
+#[test]
+fn a_full_hint_queue_drops_loudly_and_the_node_keeps_serving() {
+    let mut cluster = TestCluster::start_with(3, 3, &[("DYNAFLUX_HANDOFF__MAX_BYTES", "4KiB")]);
+    create_database(&cluster.url(0), "db");
+    cluster.nodes[2].kill9();
+    // A small first write fits in the queue; the larger ones overflow it.
+    let (status, body) = write_at(&cluster.url(0), "db", "quorum", "cpu,host=a v=1 1");
+    assert_eq!(status, 204, "{body}");
+    for chunk in lines(50, 20, 0).chunks(250) {
+        let (status, body) = write_at(&cluster.url(0), "db", "quorum", &chunk.join("\n"));
+        assert_eq!(status, 204, "{body}");
+    }
+    let status = cluster.nodes[0].cluster_status();
+    assert_eq!(status["local"]["hints"]["node-3"]["entries"], 1, "{status}");
+    assert!(
+        status["local"]["hints_dropped"].as_u64() > Some(0),
+        "{status}"
+    );
+    assert!(
+        cluster.nodes[0]
+            .log_text()
+            .contains("hint dropped: the queue for this node is full"),
+        "no warning in the log"
+    );
+    // The node keeps serving.
+    let answer = query(&cluster.url(0), "db", "SELECT count(v) FROM cpu");
+    assert!(answer["results"][0]["series"][0]["values"][0][1].as_u64() >= Some(1001));
 }

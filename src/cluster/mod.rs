@@ -13,6 +13,7 @@
 //! run on any node, and only the points of a series are read from its
 //! replicas.
 
+mod handoff;
 pub mod protocol;
 pub mod schema;
 mod write;
@@ -62,6 +63,7 @@ pub struct Cluster {
     hints_replayed: AtomicU64,
     /// `handoff.enabled`.
     handoff: bool,
+    hint_book: Arc<handoff::HintBook>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -104,6 +106,8 @@ pub struct LocalStats {
     pub hints: std::collections::BTreeMap<String, HintQueue>,
     /// Hints delivered since start.
     pub hints_replayed: u64,
+    /// Hints dropped since start (queue full or too old): data at risk.
+    pub hints_dropped: u64,
     pub rpc_connections_rejected: u64,
     pub gossip_datagrams_rejected: u64,
 }
@@ -204,6 +208,7 @@ impl Prepared {
             },
             membership.snapshots.clone(),
         );
+        let storage_for_hints = storage.clone();
         let cluster = Cluster {
             node_id: node_id.to_string(),
             storage,
@@ -224,6 +229,11 @@ impl Prepared {
             partials_served,
             hints_replayed: AtomicU64::new(0),
             handoff: config.handoff.enabled,
+            hint_book: Arc::new(handoff::HintBook::open(
+                &storage_for_hints,
+                config.handoff.max_bytes.as_u64(),
+                config.handoff.max_age,
+            )),
         };
         let cluster = Arc::new(cluster);
         runtime.spawn(schema_exchange(Arc::downgrade(&cluster)));
@@ -296,6 +306,10 @@ impl Cluster {
                 hints: self.hint_queues(),
                 hints_replayed: self
                     .hints_replayed
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                hints_dropped: self
+                    .hint_book
+                    .dropped
                     .load(std::sync::atomic::Ordering::Relaxed),
                 rpc_connections_rejected: self
                     .rpc_stats
@@ -784,7 +798,15 @@ async fn handoff_replay(cluster: std::sync::Weak<Cluster>) {
             continue;
         };
         let topology = cluster.topology();
-        for target in queues.keys() {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let max_age_ms = cluster.hint_book.max_age.as_millis() as u64;
+        for (target, (_, _, oldest_ms)) in &queues {
+            if now_ms.saturating_sub(*oldest_ms) > max_age_ms {
+                drop_old_hints(&cluster, target, now_ms.saturating_sub(max_age_ms)).await;
+            }
             let Some(member) = topology.members.get(target) else {
                 continue;
             };
@@ -802,8 +824,10 @@ async fn handoff_replay(cluster: std::sync::Weak<Cluster>) {
                 continue;
             };
             let mut delivered = Vec::new();
+            let mut delivered_bytes = 0u64;
             let mut failure = None;
             for (key, bytes) in batch {
+                delivered_bytes += bytes.len() as u64;
                 let request: Request = match rmp_serde::from_slice(&bytes) {
                     Ok(request) => request,
                     Err(error) => {
@@ -835,6 +859,7 @@ async fn handoff_replay(cluster: std::sync::Weak<Cluster>) {
                 cluster
                     .hints_replayed
                     .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+                cluster.hint_book.forget(target, delivered_bytes);
             }
             match failure {
                 Some(error) => {
@@ -851,5 +876,30 @@ async fn handoff_replay(cluster: std::sync::Weak<Cluster>) {
                 }
             }
         }
+    }
+}
+
+/// Drop the hints for `target` written before `cutoff_ms` (wall clock).
+async fn drop_old_hints(cluster: &Arc<Cluster>, target: &str, cutoff_ms: u64) {
+    let storage = cluster.storage.clone();
+    let name = target.to_string();
+    let Ok(Ok(batch)) = tokio::task::spawn_blocking(move || storage.hint_batch(&name, 1024)).await
+    else {
+        return;
+    };
+    let old: Vec<(Vec<u8>, u64)> = batch
+        .into_iter()
+        .filter(|(key, _)| storage::hint_written_ms(key).is_some_and(|ms| ms < cutoff_ms))
+        .map(|(key, hint)| (key, hint.len() as u64))
+        .collect();
+    if old.is_empty() {
+        return;
+    }
+    let bytes: u64 = old.iter().map(|(_, size)| size).sum();
+    let count = old.len() as u64;
+    let keys: Vec<Vec<u8>> = old.into_iter().map(|(key, _)| key).collect();
+    let storage = cluster.storage.clone();
+    if let Ok(Ok(())) = tokio::task::spawn_blocking(move || storage.hint_remove(&keys)).await {
+        cluster.hint_book.dropped_old(target, count, bytes);
     }
 }

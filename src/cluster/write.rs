@@ -18,7 +18,7 @@ use super::{Cluster, Request, Response};
 use crate::config::WriteConsistency;
 use crate::lineproto::{self, Point, Precision};
 use crate::storage::engine::series_token;
-use crate::storage::{Storage, StorageError, WriteOptions, WriteOutcome};
+use crate::storage::{StorageError, WriteOptions, WriteOutcome};
 
 /// Why a write failed.
 #[derive(Debug, thiserror::Error)]
@@ -253,18 +253,41 @@ impl Cluster {
             }
         });
         // Replicas that failed get a hint, durable before the answer.
+        let mut hinted: BTreeSet<String> = BTreeSet::new();
+        let mut unhinted = Vec::new();
         for id in failed {
             if let Some(request) = hints.remove(&id) {
-                let kept = self.keep_hint(&id, &request);
-                if wait_all {
-                    kept?;
+                match self.keep_hint(&id, &request) {
+                    Ok(true) => {
+                        hinted.insert(id);
+                    }
+                    Ok(false) => unhinted.push(format!("{id}: hint queue full")),
+                    Err(error) if wait_all => return Err(error),
+                    Err(_) => unhinted.push(format!("{id}: hint not kept")),
                 }
+            }
+        }
+        if wait_all {
+            // `any`: every point needs a replica that took it or a hint for one.
+            let covered = used.iter().all(|set| {
+                ring.sets().get(*set).is_none_or(|replicas| {
+                    replicas.iter().any(|r| {
+                        hinted.contains(r) || matches!(replies.get(r.as_str()), Some(Ok(_)))
+                    })
+                })
+            });
+            if !covered {
+                return Err(WriteFailure::Consistency(format!(
+                    "write failed: consistency any not met: 0 of 1 required ({})",
+                    unhinted.join(", ")
+                )));
             }
         }
         // Calls still in flight finish in the background, and a hint is
         // kept for each that fails.
         if !hints.is_empty() {
             let storage = self.storage.clone();
+            let book = self.hint_book.clone();
             self.rpc.spawn(async move {
                 while let Some(done) = calls.next().await {
                     let Ok((id, reply)) = done else {
@@ -272,9 +295,9 @@ impl Cluster {
                     };
                     let request = hints.remove(&id);
                     if let (Err(_), Some(request)) = (reply, request) {
-                        let storage = storage.clone();
+                        let (storage, book) = (storage.clone(), book.clone());
                         let _ = tokio::task::spawn_blocking(move || {
-                            if let Err(error) = store_hint(&storage, &id, &request) {
+                            if let Err(error) = book.keep(&storage, &id, &request) {
                                 tracing::error!(node = %id, %error, "could not keep a hint");
                             }
                         })
@@ -298,21 +321,14 @@ impl Cluster {
     }
 }
 
-/// Keep `request` for `target`, durably.
-fn store_hint(storage: &Storage, target: &str, request: &Request) -> Result<(), WriteFailure> {
-    let bytes = rmp_serde::to_vec_named(request)
-        .map_err(|e| WriteFailure::Storage(StorageError::Engine(e.to_string())))?;
-    storage.hint_push(target, &bytes)?;
-    Ok(())
-}
-
 impl Cluster {
-    fn keep_hint(&self, target: &str, request: &Request) -> Result<(), WriteFailure> {
-        let kept = store_hint(&self.storage, target, request);
+    /// Keep a hint for `target`; `Ok(false)`: its queue was full.
+    fn keep_hint(&self, target: &str, request: &Request) -> Result<bool, WriteFailure> {
+        let kept = self.hint_book.keep(&self.storage, target, request);
         if let Err(error) = &kept {
             tracing::error!(node = %target, %error, "could not keep a hint");
         }
-        kept
+        Ok(kept?)
     }
 }
 

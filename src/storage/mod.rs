@@ -68,6 +68,13 @@ impl SeriesFilter<'_> {
 /// A kept hint: (its key in the queue, the hint).
 pub type Hint = (Vec<u8>, Vec<u8>);
 
+/// When a hint was written (wall-clock ms), from its key.
+pub fn hint_written_ms(key: &[u8]) -> Option<u64> {
+    let split = key.iter().position(|b| *b == 0)?;
+    let seq: [u8; 8] = key.get(split + 1..split + 9)?.try_into().ok()?;
+    Some(dynaflux_actors::Hlc::physical_ms(u64::from_be_bytes(seq)))
+}
+
 /// How a write is applied.
 #[derive(Debug, Clone, Copy)]
 pub struct WriteOptions {
