@@ -107,6 +107,9 @@ pub struct HandoffConfig {
     /// Default: 168h.
     #[serde(with = "humantime_serde")]
     pub max_age: Duration,
+    /// Replay at most this many bytes of hints per second per target
+    /// (0: as fast as the target takes them). Default: 0.
+    pub rate_limit: ByteSize,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -210,6 +213,7 @@ impl Default for HandoffConfig {
     fn default() -> Self {
         HandoffConfig {
             enabled: true,
+            rate_limit: ByteSize::b(0),
             max_bytes: ByteSize::gib(10),
             max_age: Duration::from_secs(168 * 3600),
         }

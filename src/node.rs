@@ -94,6 +94,7 @@ pub fn run(config: Config) -> Result<(), NodeError> {
                 max_body_size,
                 query: config.query.clone(),
                 cluster: Some(cluster.clone()),
+                metrics: http::Metrics::default(),
             });
             let server = HttpServer::new(move || http::app(state.clone()))
                 .bind(bind)?

@@ -626,3 +626,38 @@ fn a_full_hint_queue_drops_loudly_and_the_node_keeps_serving() {
     let answer = query(&cluster.url(0), "db", "SELECT count(v) FROM cpu");
     assert!(answer["results"][0]["series"][0]["values"][0][1].as_u64() >= Some(1001));
 }
+
+#[test]
+fn metrics_are_served_in_prometheus_text_format() {
+    let mut cluster = TestCluster::start(3, 3);
+    create_database(&cluster.url(0), "db");
+    cluster.nodes[2].kill9();
+    wait_until("node 3 seen down", Duration::from_secs(30), || {
+        cluster.nodes[0].live_members().len() == 2
+    });
+    let (status, body) = write_at(
+        &cluster.url(0),
+        "db",
+        "quorum",
+        "cpu,host=a v=1 1\ncpu,host=b v=2 2",
+    );
+    assert_eq!(status, 204, "{body}");
+    query(&cluster.url(0), "db", "SELECT count(v) FROM cpu");
+    let (status, text) = request("GET", &format!("{}/metrics", cluster.url(0)), None);
+    assert_eq!(status, 200);
+    for line in [
+        "dynaflux_write_requests_total 1",
+        "dynaflux_points_written_total 2",
+        "dynaflux_points_stored 2",
+        "dynaflux_hint_queue_entries{node=\"node-3\"} 1",
+        "dynaflux_members_live 2",
+        "# EOF",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
+    assert!(text.contains("dynaflux_query_requests_total "), "{text}");
+    assert!(
+        text.contains("dynaflux_hint_queue_oldest_age_seconds{node=\"node-3\"} "),
+        "{text}"
+    );
+}

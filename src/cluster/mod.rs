@@ -63,6 +63,8 @@ pub struct Cluster {
     hints_replayed: AtomicU64,
     /// `handoff.enabled`.
     handoff: bool,
+    /// `handoff.rate_limit`, bytes per second (0: none).
+    replay_rate: u64,
     hint_book: Arc<handoff::HintBook>,
 }
 
@@ -229,6 +231,7 @@ impl Prepared {
             partials_served,
             hints_replayed: AtomicU64::new(0),
             handoff: config.handoff.enabled,
+            replay_rate: config.handoff.rate_limit.as_u64(),
             hint_book: Arc::new(handoff::HintBook::open(
                 &storage_for_hints,
                 config.handoff.max_bytes.as_u64(),
@@ -837,7 +840,13 @@ async fn handoff_replay(cluster: std::sync::Weak<Cluster>) {
                     }
                 };
                 match cluster.client.call(member.rpc_addr, request).await {
-                    Ok(Response::Written { .. }) => delivered.push(key),
+                    Ok(Response::Written { .. }) => {
+                        delivered.push(key);
+                        if cluster.replay_rate > 0 {
+                            let pause = bytes.len() as f64 / cluster.replay_rate as f64;
+                            tokio::time::sleep(Duration::from_secs_f64(pause)).await;
+                        }
+                    }
                     Ok(_) => {
                         failure = Some("unexpected answer".to_string());
                         break;

@@ -10,6 +10,7 @@
 
 mod body;
 mod error;
+mod metrics;
 mod params;
 mod ping;
 mod query;
@@ -22,6 +23,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::web;
 
 pub use error::ApiError;
+pub use metrics::Metrics;
 
 use crate::storage::Storage;
 
@@ -40,6 +42,8 @@ pub struct ApiState {
     pub query: crate::config::QueryConfig,
     /// The cluster this node belongs to; `None` in tests of the API alone.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// What `GET /metrics` serves.
+    pub metrics: metrics::Metrics,
 }
 
 /// Register the API's routes and middleware on an actix-web app.
@@ -52,7 +56,8 @@ pub fn configure(state: Arc<ApiState>) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/ping", web::get().to(ping::ping))
             .route("/ping", web::head().to(ping::ping))
             .route("/health", web::get().to(ping::health))
-            .route("/cluster", web::get().to(cluster_status));
+            .route("/cluster", web::get().to(cluster_status))
+            .route("/metrics", web::get().to(metrics::metrics));
     }
 }
 

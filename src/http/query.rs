@@ -21,6 +21,7 @@ pub async fn query(
     payload: web::Payload,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
+    state.metrics.query_requests.inc();
     let mut params = Params::from_query_string(request.query_string());
     let is_form = request
         .headers()

@@ -18,6 +18,19 @@ pub async fn write(
     payload: web::Payload,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
+    state.metrics.write_requests.inc();
+    let result = write_inner(request, payload, state.clone()).await;
+    if result.is_err() {
+        state.metrics.write_failures.inc();
+    }
+    result
+}
+
+async fn write_inner(
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
     let params = Params::from_query_string(request.query_string());
     let database = params
         .non_empty("db")
@@ -54,6 +67,7 @@ pub async fn write(
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(0);
+    let points_written = state.metrics.points_written.clone();
     web::block(move || {
         let batch = lineproto::parse(&body, precision, now);
         let parse_errors = batch
@@ -78,6 +92,7 @@ pub async fn write(
             )?,
             None => storage.write(&database, retention_policy.as_deref(), &batch.points)?,
         };
+        points_written.inc_by(outcome.written as u64);
         if outcome.dropped > 0 {
             let reason = outcome.conflict.unwrap_or_else(|| "points dropped".into());
             return Err(ApiError::BadRequest(format!(

@@ -1,0 +1,168 @@
+//! `GET /metrics`: the node's counters in Prometheus text format
+//! (`prometheus-client`): writes and queries served, points stored, and the
+//! hinted handoff queues.
+
+use std::sync::atomic::AtomicU64;
+
+use actix_web::{web, HttpResponse};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::ApiState;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Target {
+    node: String,
+}
+
+/// Counters the handlers bump, and gauges filled at each scrape.
+pub struct Metrics {
+    registry: Registry,
+    pub write_requests: Counter,
+    pub write_failures: Counter,
+    pub points_written: Counter,
+    pub query_requests: Counter,
+    points_stored: Gauge,
+    hints_replayed: Gauge,
+    hints_dropped: Gauge,
+    pushdowns_served: Gauge,
+    hint_entries: Family<Target, Gauge>,
+    hint_bytes: Family<Target, Gauge>,
+    hint_oldest_age: Family<Target, Gauge<f64, AtomicU64>>,
+    members_live: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("dynaflux");
+        let metrics = Metrics {
+            registry: Registry::default(),
+            write_requests: Counter::default(),
+            write_failures: Counter::default(),
+            points_written: Counter::default(),
+            query_requests: Counter::default(),
+            points_stored: Gauge::default(),
+            hints_replayed: Gauge::default(),
+            hints_dropped: Gauge::default(),
+            pushdowns_served: Gauge::default(),
+            hint_entries: Family::default(),
+            hint_bytes: Family::default(),
+            hint_oldest_age: Family::default(),
+            members_live: Gauge::default(),
+        };
+        registry.register(
+            "write_requests",
+            "/write requests",
+            metrics.write_requests.clone(),
+        );
+        registry.register(
+            "write_failures",
+            "/write requests answered with an error",
+            metrics.write_failures.clone(),
+        );
+        registry.register(
+            "points_written",
+            "Points accepted through this node's /write",
+            metrics.points_written.clone(),
+        );
+        registry.register(
+            "query_requests",
+            "/query requests",
+            metrics.query_requests.clone(),
+        );
+        registry.register(
+            "points_stored",
+            "Points this node stored since it started (its replicas' share)",
+            metrics.points_stored.clone(),
+        );
+        registry.register(
+            "hints_replayed",
+            "Hints delivered to their targets since start",
+            metrics.hints_replayed.clone(),
+        );
+        registry.register(
+            "hints_dropped",
+            "Hints dropped (queue full or too old) since start: data at risk",
+            metrics.hints_dropped.clone(),
+        );
+        registry.register(
+            "pushdowns_served",
+            "Aggregates and filters computed here for other nodes' queries",
+            metrics.pushdowns_served.clone(),
+        );
+        registry.register(
+            "hint_queue_entries",
+            "Hints queued for a target node",
+            metrics.hint_entries.clone(),
+        );
+        registry.register(
+            "hint_queue_bytes",
+            "Bytes of hints queued for a target node",
+            metrics.hint_bytes.clone(),
+        );
+        registry.register(
+            "hint_queue_oldest_age_seconds",
+            "Age of the oldest hint queued for a target node",
+            metrics.hint_oldest_age.clone(),
+        );
+        registry.register(
+            "members_live",
+            "Cluster members this node sees live (itself included)",
+            metrics.members_live.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+}
+
+fn int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+pub async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
+    let metrics = &state.metrics;
+    metrics
+        .points_stored
+        .set(int(state.storage.points_stored()));
+    if let Some(cluster) = &state.cluster {
+        let status = cluster.status();
+        metrics.hints_replayed.set(int(status.local.hints_replayed));
+        metrics.hints_dropped.set(int(status.local.hints_dropped));
+        metrics
+            .pushdowns_served
+            .set(int(status.local.pushdowns_served));
+        metrics
+            .members_live
+            .set(int(status.members.iter().filter(|m| m.live).count() as u64));
+        metrics.hint_entries.clear();
+        metrics.hint_bytes.clear();
+        metrics.hint_oldest_age.clear();
+        for (node, queue) in &status.local.hints {
+            let target = Target { node: node.clone() };
+            metrics
+                .hint_entries
+                .get_or_create(&target)
+                .set(int(queue.entries));
+            metrics
+                .hint_bytes
+                .get_or_create(&target)
+                .set(int(queue.bytes));
+            metrics
+                .hint_oldest_age
+                .get_or_create(&target)
+                .set(queue.oldest_age_ms as f64 / 1000.0);
+        }
+    }
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &metrics.registry) {
+        Ok(()) => HttpResponse::Ok()
+            .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+            .body(body),
+        Err(error) => HttpResponse::InternalServerError().body(error.to_string()),
+    }
+}
