@@ -154,5 +154,17 @@ pub fn status(url: &str) -> Result<String, String> {
         "points stored here: {}\n",
         body["local"]["points_stored"]
     ));
+    out.push_str(&format!(
+        "hinted handoff: {} replayed, {} dropped since start\n",
+        body["local"]["hints_replayed"], body["local"]["hints_dropped"]
+    ));
+    for (target, queue) in body["local"]["hints"].as_object().into_iter().flatten() {
+        out.push_str(&format!(
+            "  queue for {target}: {} hints, {} bytes, oldest {:.1}s\n",
+            queue["entries"],
+            queue["bytes"],
+            queue["oldest_age_ms"].as_f64().unwrap_or(0.0) / 1000.0
+        ));
+    }
     Ok(out)
 }

@@ -596,6 +596,14 @@ fn hints_survive_a_kill9_of_their_coordinator_and_any_needs_only_a_hint() {
         hint_entries(&cluster.nodes[0]) == 0
     });
     assert_node3_alone_has(&mut cluster, 20, 50);
+    // Node 2 got them too: alone, it answers them all.
+    cluster.nodes[2].kill9();
+    cluster.nodes[1].restart();
+    let answer = query(&cluster.url(1), "db", "SELECT count(v) FROM cpu");
+    assert_eq!(
+        answer["results"][0]["series"][0]["values"][0][1], 1000,
+        "{answer}"
+    );
 }
 
 #[test]

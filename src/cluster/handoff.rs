@@ -1,6 +1,7 @@
-//! Hint queues' bookkeeping: what each target's queue holds, and the
-//! limits past which hints are dropped — loudly, because a dropped hint is
-//! data at risk on that replica until anti-entropy repairs it.
+//! Hinted handoff: the actor that replays hint queues, and the queues'
+//! bookkeeping (what each target's queue holds, and the limits past which
+//! hints are dropped — loudly, because a dropped hint is data at risk on
+//! that replica until anti-entropy repairs it).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,7 +9,12 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use super::Request;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Weak};
+
+use actix::{Actor, ActorContext, AsyncContext, Context};
+
+use super::{Cluster, Request};
 use crate::storage::{Storage, StorageError};
 
 /// Queue sizes and limits, shared by writers and the replay loop.
@@ -92,5 +98,56 @@ impl HintBook {
             "hints dropped: older than handoff.max_age; \
              this node's copy of their points is missing until anti-entropy repairs it"
         );
+    }
+}
+
+/// When each target may be tried again, and the delay that led there.
+pub type Backoff = HashMap<String, (tokio::time::Instant, Duration)>;
+
+/// The handoff actor: every 200 ms it starts a replay round (unless one is
+/// still running) on the RPC runtime, where the internode I/O lives; it
+/// owns the rounds' schedule and the per-target backoff. It stops with its
+/// cluster.
+pub struct Handoff {
+    cluster: Weak<Cluster>,
+    running: Arc<AtomicBool>,
+    backoff: Arc<tokio::sync::Mutex<Backoff>>,
+}
+
+impl Handoff {
+    /// Start the actor (inside the actix system).
+    pub fn start_for(cluster: &Arc<Cluster>) -> actix::Addr<Handoff> {
+        Handoff {
+            cluster: Arc::downgrade(cluster),
+            running: Arc::new(AtomicBool::new(false)),
+            backoff: Arc::new(tokio::sync::Mutex::new(HashMap::new())),
+        }
+        .start()
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        let Some(cluster) = self.cluster.upgrade() else {
+            ctx.stop();
+            return;
+        };
+        // One round at a time.
+        if !cluster.handoff || self.running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (running, backoff) = (self.running.clone(), self.backoff.clone());
+        let runtime = cluster.rpc.clone();
+        runtime.spawn(async move {
+            let mut backoff = backoff.lock().await;
+            super::replay_round(&cluster, &mut backoff).await;
+            running.store(false, Ordering::Release);
+        });
+    }
+}
+
+impl Actor for Handoff {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(Duration::from_millis(200), |actor, ctx| actor.tick(ctx));
     }
 }

@@ -240,7 +240,7 @@ impl Prepared {
         };
         let cluster = Arc::new(cluster);
         runtime.spawn(schema_exchange(Arc::downgrade(&cluster)));
-        runtime.spawn(handoff_replay(Arc::downgrade(&cluster)));
+        handoff::Handoff::start_for(&cluster);
         Ok((cluster, runtime))
     }
 }
@@ -785,20 +785,13 @@ fn is_schema_statement(text: &str) -> bool {
 /// first, in batches; a hint is forgotten only once its target acknowledged
 /// it (delivering one twice is harmless: versions). A target that fails is
 /// retried with exponential backoff (0.2 s doubling to 10 s).
-async fn handoff_replay(cluster: std::sync::Weak<Cluster>) {
+pub(crate) async fn replay_round(cluster: &Arc<Cluster>, backoff: &mut handoff::Backoff) {
     const BATCH: usize = 32;
-    let mut backoff: std::collections::HashMap<String, (tokio::time::Instant, Duration)> =
-        std::collections::HashMap::new();
-    let mut interval = tokio::time::interval(Duration::from_millis(200));
-    loop {
-        interval.tick().await;
-        let Some(cluster) = cluster.upgrade() else {
-            return;
-        };
+    {
         let storage = cluster.storage.clone();
         let Ok(Ok(queues)) = tokio::task::spawn_blocking(move || storage.hint_queues()).await
         else {
-            continue;
+            return;
         };
         let topology = cluster.topology();
         let now_ms = std::time::SystemTime::now()
@@ -808,7 +801,7 @@ async fn handoff_replay(cluster: std::sync::Weak<Cluster>) {
         let max_age_ms = cluster.hint_book.max_age.as_millis() as u64;
         for (target, (_, _, oldest_ms)) in &queues {
             if now_ms.saturating_sub(*oldest_ms) > max_age_ms {
-                drop_old_hints(&cluster, target, now_ms.saturating_sub(max_age_ms)).await;
+                drop_old_hints(cluster, target, now_ms.saturating_sub(max_age_ms)).await;
             }
             let Some(member) = topology.members.get(target) else {
                 continue;
