@@ -335,6 +335,19 @@ fn local_starts_a_working_cluster_and_stops_it_cleanly() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("dynaflux local");
+    // A failing assertion must not leave the cluster running: SIGINT on drop.
+    struct StopOnDrop(u32);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            if let Ok(pid) = i32::try_from(self.0) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGINT,
+                );
+            }
+        }
+    }
+    let _guard = StopOnDrop(local.id());
     let url = |i: u16| format!("http://127.0.0.1:{}", base + i);
     wait_until("three live members", Duration::from_secs(30), || {
         let (_, body) = request("GET", &format!("{}/cluster", url(0)), None);
