@@ -79,6 +79,12 @@ impl HintBook {
         Ok(true)
     }
 
+    /// Whether any queue holds a hint (saves the replay a scan of the
+    /// keyspace when none does).
+    pub fn any_queued(&self) -> bool {
+        self.bytes.lock().values().any(|bytes| *bytes > 0)
+    }
+
     /// Hints of `bytes` left the queue of `target`.
     pub fn forget(&self, target: &str, bytes: u64) {
         if let Some(queued) = self.bytes.lock().get_mut(target) {

@@ -424,8 +424,7 @@ impl Cluster {
             }
         }
         // The others, live ones first, in preference order.
-        let mut order: Vec<&String> = replicas.iter().filter(|r| **r != self.node_id).collect();
-        order.sort_by_key(|id| !topology.members.get(*id).is_some_and(|m| m.live));
+        let order = live_first(&topology, replicas.iter().filter(|r| **r != self.node_id));
         for id in order {
             if answers.len() >= need {
                 break;
@@ -505,8 +504,7 @@ impl Cluster {
         if replicas.is_empty() || replicas.contains(&self.node_id) {
             return Ok(None);
         }
-        let mut order: Vec<&String> = replicas.iter().collect();
-        order.sort_by_key(|id| !topology.members.get(*id).is_some_and(|m| m.live));
+        let order = live_first(&topology, replicas.iter());
         let mut failures = Vec::new();
         let mut request = Some(request);
         for (attempt, id) in order.iter().enumerate() {
@@ -787,6 +785,9 @@ fn is_schema_statement(text: &str) -> bool {
 /// retried with exponential backoff (0.2 s doubling to 10 s).
 pub(crate) async fn replay_round(cluster: &Arc<Cluster>, backoff: &mut handoff::Backoff) {
     const BATCH: usize = 32;
+    if !cluster.hint_book.any_queued() {
+        return;
+    }
     {
         let storage = cluster.storage.clone();
         let Ok(Ok(queues)) = tokio::task::spawn_blocking(move || storage.hint_queues()).await
@@ -904,4 +905,14 @@ async fn drop_old_hints(cluster: &Arc<Cluster>, target: &str, cutoff_ms: u64) {
     if let Ok(Ok(())) = tokio::task::spawn_blocking(move || storage.hint_remove(&keys)).await {
         cluster.hint_book.dropped_old(target, count, bytes);
     }
+}
+
+/// Replicas in preference order, the live ones first.
+fn live_first<'a>(
+    topology: &Topology,
+    replicas: impl Iterator<Item = &'a String>,
+) -> Vec<&'a String> {
+    let mut order: Vec<&String> = replicas.collect();
+    order.sort_by_key(|id| !topology.members.get(*id).is_some_and(|m| m.live));
+    order
 }

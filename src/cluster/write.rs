@@ -163,12 +163,19 @@ impl Cluster {
                 self.storage.write_with(db, rp, &owned, options)?;
             }
             if !values.is_empty() {
-                let owned: Vec<Point<'_>> = values.iter().map(|p| (*p).clone()).collect();
                 let options = WriteOptions {
                     version: Some(version),
                     values: true,
                 };
-                let reply = match self.storage.write_with(db, rp, &owned, options) {
+                // This node usually stores every point (RF >= members):
+                // write the batch as it is instead of a copy.
+                let written = if values.len() == points.len() {
+                    self.storage.write_with(db, rp, points, options)
+                } else {
+                    let owned: Vec<Point<'_>> = values.iter().map(|p| (*p).clone()).collect();
+                    self.storage.write_with(db, rp, &owned, options)
+                };
+                let reply = match written {
                     Ok(outcome) => Ok(outcome),
                     Err(error @ StorageError::DatabaseNotFound(_))
                     | Err(error @ StorageError::RetentionPolicyNotFound(_)) => {
