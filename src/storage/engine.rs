@@ -1299,15 +1299,29 @@ impl Engine {
                 .column
                 .collect_into(min_time, max_time, &mut buffered_points);
         }
-        // The common case of cold data: nothing buffered and blocks that do
-        // not overlap in time. Each block is sorted with one value per
-        // timestamp, so they just follow one another.
-        if take.is_none() && buffered_points.is_empty() && !versions {
+        // The common case: blocks that do not overlap in time, and buffered
+        // points (if any) all later than the blocks. Each block is sorted
+        // with one value per timestamp, so they just follow one another,
+        // and only the buffered points need the version merge.
+        if take.is_none() && !versions {
             blocks.sort_by_key(|(first, _, _)| *first);
-            if blocks.windows(2).all(|pair| pair[0].1 < pair[1].0) {
+            let last_block = blocks.last().map_or(i64::MIN, |(_, last, _)| *last);
+            if blocks.windows(2).all(|pair| pair[0].1 < pair[1].0)
+                && buffered_points
+                    .iter()
+                    .all(|(time, _, _)| *time > last_block)
+            {
                 let mut out: Vec<(i64, Value)> = Vec::new();
                 for (_, _, value) in &blocks {
                     block::decode(value)?.values_into(min_time, max_time, &mut out);
+                }
+                // Stable: on equal (time, version) the later source wins.
+                buffered_points.sort_by_key(|(time, version, _)| (*time, *version));
+                for (time, _, value) in buffered_points {
+                    match out.last_mut() {
+                        Some(last) if last.0 == time => last.1 = value,
+                        _ => out.push((time, value)),
+                    }
                 }
                 return Ok(Read::Plain(out));
             }

@@ -264,6 +264,40 @@ proptest::proptest! {
     }
 }
 
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+    /// A full read is the last value written at each timestamp, however
+    /// the points lie over blocks and the write buffer: batches that move
+    /// forward in time (blocks that follow one another and buffered points
+    /// after them, the read's fast path) as well as ones that go back.
+    #[test]
+    fn a_read_is_the_last_write_per_timestamp(
+        batches in proptest::collection::vec(proptest::collection::vec((0i64..60, 0i32..5), 1..30), 1..6),
+        forward in proptest::bool::ANY,
+        flush_mask in 0u8..64,
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = open(dir.path());
+        storage.create_database("db", None).expect("create");
+        let mut model = std::collections::BTreeMap::new();
+        for (index, batch) in batches.iter().enumerate() {
+            let base = if forward { index as i64 * 100 } else { 0 };
+            let body: String = batch.iter().map(|(t, v)| format!("m v={v} {}\n", base + t)).collect();
+            for (t, v) in batch {
+                model.insert(base + t, Value::Float(f64::from(*v)));
+            }
+            write(&storage, "db", &body);
+            if flush_mask & (1 << index) != 0 {
+                storage.flush().expect("flush");
+            }
+        }
+        let id = storage.series("db", "m").expect("series")[0].id;
+        let all = storage.read_field("db", "autogen", id, "v", (i64::MIN, i64::MAX), None).expect("read");
+        let expected: Vec<(i64, Value)> = model.into_iter().collect();
+        proptest::prop_assert_eq!(all, expected);
+    }
+}
+
 #[test]
 fn index_only_writes_register_series_without_points_and_survive_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
