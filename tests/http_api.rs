@@ -158,3 +158,65 @@ fn command_line_version_and_bad_configuration() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("buffer_max_age"));
 }
+
+/// InfluxDB 1.6.7 marks a series of more than 10,000 rows `"partial":true`
+/// in a response that is not chunked (SELECT and SHOW SERIES; not SHOW TAG
+/// VALUES), and prints floats with Go's digits: on an exact tie between two
+/// shortest forms, the even one. Recorded from a real InfluxDB 1.6.7.
+#[test]
+fn long_series_are_partial_and_floats_print_as_go_does() {
+    let node = common::Node::start();
+    let url = node.url();
+    assert_eq!(common::post_query(&url, "CREATE DATABASE big").0, 200);
+    let mut body = String::new();
+    for i in 0..10_001 {
+        body.push_str(&format!("s,k=v{i} f=1.5 {}\n", i + 1));
+    }
+    body.push_str("t v=1573312159788211.25 1\nt v=214877347937472.125 2\n");
+    assert_eq!(common::write(&url, "big", &body).0, 204);
+    let partial_of = |query: &str| -> Vec<Option<bool>> {
+        let (status, answer) = common::get_query(&url, &[("db", "big"), ("q", query)]);
+        assert_eq!(status, 200, "{answer}");
+        answer["results"][0]["series"]
+            .as_array()
+            .expect("series")
+            .iter()
+            .map(|series| series.get("partial").and_then(|p| p.as_bool()))
+            .collect()
+    };
+    assert_eq!(partial_of("SELECT f FROM s"), vec![Some(true)]);
+    assert_eq!(partial_of("SELECT f FROM s LIMIT 10000"), vec![None]);
+    assert_eq!(partial_of("SHOW SERIES FROM s"), vec![Some(true)]);
+    assert_eq!(
+        partial_of("SHOW TAG VALUES FROM s WITH KEY = k"),
+        vec![None]
+    );
+    // Chunked: cut at chunk_size, every chunk but the last partial.
+    let chunked = common::request(
+        "GET",
+        &format!(
+            "{url}/query?{}",
+            common::encode(&[
+                ("db", "big"),
+                ("q", "SELECT f FROM s"),
+                ("chunked", "true"),
+                ("chunk_size", "20000")
+            ])
+        ),
+        None,
+    );
+    assert_eq!(chunked.0, 200);
+    assert!(!chunked.1.contains("\"partial\""), "{}", &chunked.1[..200]);
+    let (_, text) = common::request(
+        "GET",
+        &format!(
+            "{url}/query?{}",
+            common::encode(&[("db", "big"), ("q", "SELECT v FROM t")])
+        ),
+        None,
+    );
+    assert!(
+        text.contains("1573312159788211.2]") && text.contains("214877347937472.12]"),
+        "{text}"
+    );
+}

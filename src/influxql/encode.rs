@@ -38,30 +38,75 @@ pub fn format_time(nanos: i64) -> String {
     out
 }
 
-/// A float as Go's encoding/json writes it: shortest round-trip digits,
-/// exponent form below 1e-6 and from 1e21.
+/// A float as Go's encoding/json writes it: the shortest digits that read
+/// back as the same float (zmij; on an exact tie between two shortest
+/// candidates the even one, as Go's strconv: InfluxDB 1.6.7 prints
+/// 1573312159788211.25 as `1573312159788211.2` where Rust's `{}` gives
+/// `…211.3`), in exponent form below 1e-6 and from 1e21.
 pub fn format_float(value: f64, out: &mut String) {
     if !value.is_finite() {
         // JSON has no NaN/Inf; InfluxDB never emits them in results.
         out.push_str("null");
         return;
     }
-    let abs = value.abs();
-    if abs != 0.0 && !(1e-6..1e21).contains(&abs) {
-        let text = format!("{value:e}");
-        // Rust: 1e-7, 1.5e21; Go's encoding/json: 1e-7, 1.5e+21
-        if let Some((mantissa, exponent)) = text.split_once('e') {
-            let (sign, digits) = match exponent.strip_prefix('-') {
-                Some(digits) => ('-', digits),
-                None => ('+', exponent),
-            };
-            let _ = write!(out, "{mantissa}e{sign}{digits}");
-            return;
-        }
-        out.push_str(&text);
+    let mut buffer = zmij::Buffer::new();
+    let text = buffer.format_finite(value);
+    let (negative, text) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (mantissa, exponent) = match text.split_once('e') {
+        Some((mantissa, exponent)) => (mantissa, exponent.parse::<i32>().unwrap_or(0)),
+        None => (text, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    // The digits d1 d2 … and where the decimal point falls among them.
+    let mut digits: Vec<u8> = whole.bytes().chain(fraction.bytes()).collect();
+    let mut point = whole.len() as i32 + exponent;
+    let leading = digits.iter().take_while(|&&d| d == b'0').count();
+    digits.drain(..leading);
+    point -= leading as i32;
+    while digits.last() == Some(&b'0') {
+        digits.pop();
+    }
+    if negative {
+        out.push('-');
+    }
+    if digits.is_empty() {
+        out.push('0');
         return;
     }
-    let _ = write!(out, "{value}");
+    let digits = String::from_utf8_lossy(&digits);
+    let abs = value.abs();
+    if !(1e-6..1e21).contains(&abs) {
+        // Go: 1e-07 is cleaned to 1e-7; positive exponents keep their sign.
+        out.push_str(&digits[..1]);
+        if digits.len() > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        let exponent = point - 1;
+        let _ = write!(
+            out,
+            "e{}{}",
+            if exponent < 0 { '-' } else { '+' },
+            exponent.abs()
+        );
+        return;
+    }
+    let len = digits.len() as i32;
+    if point <= 0 {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', (-point) as usize));
+        out.push_str(&digits);
+    } else if point >= len {
+        out.push_str(&digits);
+        out.extend(std::iter::repeat_n('0', (point - len) as usize));
+    } else {
+        out.push_str(&digits[..point as usize]);
+        out.push('.');
+        out.push_str(&digits[point as usize..]);
+    }
 }
 
 fn json_string(text: &str, out: &mut String) {
@@ -375,6 +420,8 @@ pub fn encode_csv(results: &[StatementResult], epoch: Epoch) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     #[test]
+    // The tie cases are written as the exact binary values they are.
+    #[allow(clippy::excessive_precision)]
     fn format_float_edges() {
         for (value, text) in [
             (1.0, "1"),
@@ -385,6 +432,18 @@ mod tests {
             (1e-6, "0.000001"),
             (1e21, "1e+21"),
             (1e-7, "1e-7"),
+            (0.0, "0"),
+            (1.5e300, "1.5e+300"),
+            (-2.5e-100, "-2.5e-100"),
+            (1e15, "1000000000000000"),
+            (0.001, "0.001"),
+            (5e-324, "5e-324"),
+            (f64::MAX, "1.7976931348623157e+308"),
+            // Exact ties between two shortest candidates: the even one, as
+            // InfluxDB 1.6.7 (Go) printed these values.
+            (1573312159788211.25, "1573312159788211.2"),
+            (214877347937472.125, "214877347937472.12"),
+            (-272270773927338.625, "-272270773927338.62"),
         ] {
             let mut out = String::new();
             super::format_float(value, &mut out);

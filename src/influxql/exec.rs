@@ -55,6 +55,22 @@ fn empty() -> StatementResult {
     StatementResult::default()
 }
 
+/// Rows per chunk of InfluxDB 1.x's query emitter when the request is not
+/// chunked.
+const EMITTER_CHUNK: usize = 10_000;
+
+/// InfluxDB 1.6.7 marks a series of a SELECT (or SHOW SERIES, which it runs
+/// as one) `"partial":true` when it has more than 10,000 rows, even when
+/// the response is not chunked: its emitter cuts the series at 10,000 rows
+/// and the HTTP handler appends the later chunks' rows to the first chunk's
+/// series, whose flag stays set. Clients see it, so we give the same.
+fn mark_long_series(mut result: StatementResult) -> StatementResult {
+    for series in &mut result.series {
+        series.partial = series.values.len() > EMITTER_CHUNK;
+    }
+    result
+}
+
 fn with_series(series: Vec<ResultSeries>) -> StatementResult {
     StatementResult {
         series,
@@ -68,7 +84,7 @@ pub fn execute_statement(
     storage: &Storage,
 ) -> Result<StatementResult> {
     match statement {
-        Statement::Select(select) => execute_select(select, context, storage),
+        Statement::Select(select) => execute_select(select, context, storage).map(mark_long_series),
         Statement::CreateDatabase { name, rp } => {
             let spec = rp.as_ref().map(|rp| RetentionPolicySpec {
                 name: rp
@@ -359,14 +375,14 @@ pub fn execute_statement(
             if keys.is_empty() {
                 return Ok(empty());
             }
-            Ok(with_series(vec![ResultSeries {
+            Ok(mark_long_series(with_series(vec![ResultSeries {
                 columns: vec!["key".into()],
                 values: keys
                     .into_iter()
                     .map(|key| vec![Cell::String(key)])
                     .collect(),
                 ..Default::default()
-            }]))
+            }])))
         }
         Statement::Delete { source, condition } => {
             let sources: Vec<Source> = source
