@@ -1648,7 +1648,8 @@ impl MeasurementQuery<'_> {
         // Each series' states are computed alone (here, or by a replica that
         // holds it) and then merged in series order: the same arithmetic
         // whichever node answers.
-        let mut partials: BTreeMap<i64, Vec<Partial>> = BTreeMap::new();
+        // Sorted by window; each series' windows are merged in one pass.
+        let mut partials: Vec<(i64, Vec<Partial>)> = Vec::new();
         let origin = self.plan.min_time;
         for (member, series) in group.series.iter().enumerate() {
             for (field, indexes) in &by_field {
@@ -1667,20 +1668,10 @@ impl MeasurementQuery<'_> {
                     }
                     None => fold_partials(self.read_limited(series, field)?, &shape),
                 };
-                for (window, states) in own {
-                    let target = partials
-                        .entry(window)
-                        .or_insert_with(|| calls.iter().map(Partial::for_call).collect());
-                    for &index in indexes {
-                        if let (Some(into), Some(from)) = (target.get_mut(index), states.get(index))
-                        {
-                            into.merge(from);
-                        }
-                    }
-                }
+                merge_windows(&mut partials, own, indexes, calls);
             }
         }
-        Ok(partials)
+        Ok(partials.into_iter().collect())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -2121,7 +2112,8 @@ fn fold_partials(
     values: Vec<(i64, Value)>,
     shape: &PartialShape<'_>,
 ) -> BTreeMap<i64, Vec<Partial>> {
-    let mut partials: BTreeMap<i64, Vec<Partial>> = BTreeMap::new();
+    // Windows come in ascending order: a vector, then a map built in bulk.
+    let mut partials: Vec<(i64, Vec<Partial>)> = Vec::new();
     let window_of = |time: i64| match shape.interval {
         Some((length, offset)) => (time - offset).div_euclid(length) * length + offset,
         None => shape.origin,
@@ -2130,22 +2122,83 @@ fn fold_partials(
     let mut rest = values.as_slice();
     while let Some(&(time, _)) = rest.first() {
         let start = window_of(time);
-        let end = match shape.interval {
-            Some(_) => rest.partition_point(|(time, _)| window_of(*time) == start),
+        // The window's points: up to its end (no division per point).
+        let end = match shape
+            .interval
+            .and_then(|(length, _)| start.checked_add(length))
+        {
+            Some(window_end) => rest
+                .iter()
+                .position(|(time, _)| *time >= window_end)
+                .unwrap_or(rest.len()),
             None => rest.len(),
         };
         let (run, tail) = rest.split_at(end.max(1));
         rest = tail;
-        let states = partials
-            .entry(start)
-            .or_insert_with(|| shape.calls.iter().map(Partial::for_call).collect());
+        partials.push((start, shape.calls.iter().map(Partial::for_call).collect()));
+        let Some((_, states)) = partials.last_mut() else {
+            break;
+        };
         for &index in shape.indexes {
             if let Some(state) = states.get_mut(index) {
                 state.add_run(run, shape.member);
             }
         }
     }
-    partials
+    if partials.windows(2).all(|pair| pair[0].0 < pair[1].0) {
+        return partials.into_iter().collect();
+    }
+    // Not in time order after all: merge the states of equal windows.
+    let mut merged: BTreeMap<i64, Vec<Partial>> = BTreeMap::new();
+    for (start, states) in partials {
+        match merged.entry(start) {
+            std::collections::btree_map::Entry::Vacant(entry) => {
+                entry.insert(states);
+            }
+            std::collections::btree_map::Entry::Occupied(mut entry) => {
+                for (kept, other) in entry.get_mut().iter_mut().zip(&states) {
+                    kept.merge(other);
+                }
+            }
+        }
+    }
+    merged
+}
+
+/// Merge one series' per-window states (at `indexes`) into a group's,
+/// both sorted by window start: one pass, new windows added in order.
+fn merge_windows(
+    into: &mut Vec<(i64, Vec<Partial>)>,
+    own: BTreeMap<i64, Vec<Partial>>,
+    indexes: &[usize],
+    calls: &[Expr],
+) {
+    let mut added: Vec<(i64, Vec<Partial>)> = Vec::new();
+    let mut at = 0;
+    for (window, states) in own {
+        while into.get(at).is_some_and(|(start, _)| *start < window) {
+            at += 1;
+        }
+        let target = match into.get_mut(at) {
+            Some((start, target)) if *start == window => target,
+            _ => {
+                added.push((window, calls.iter().map(Partial::for_call).collect()));
+                match added.last_mut() {
+                    Some((_, target)) => target,
+                    None => continue,
+                }
+            }
+        };
+        for &index in indexes {
+            if let (Some(kept), Some(from)) = (target.get_mut(index), states.get(index)) {
+                kept.merge(from);
+            }
+        }
+    }
+    if !added.is_empty() {
+        into.append(&mut added);
+        into.sort_by_key(|(start, _)| *start);
+    }
 }
 
 /// The indexes of the smallest and the largest of `values` (the first of
