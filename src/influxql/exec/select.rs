@@ -12,6 +12,8 @@ use crate::influxql::QueryLimits;
 use crate::storage::{SeriesFilter, Take};
 use rand::seq::IteratorRandom;
 
+mod streams;
+
 /// Aggregates and selectors: they reduce the points of a window.
 const AGGREGATES: &[&str] = &[
     "count",
@@ -116,16 +118,32 @@ fn column_name(expr: &Expr) -> String {
 struct OutColumn {
     name: String,
     expr: Expr,
+    /// Named by `AS`: the name is kept as it is.
+    aliased: bool,
 }
 
+/// InfluxDB's column names: aliases first, as they are; then each generated
+/// name that is taken gets the first free `_<n>` suffix.
 fn dedup_names(columns: &mut [OutColumn]) {
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-    for column in columns.iter_mut() {
-        let count = seen.entry(column.name.clone()).or_insert(0);
-        if *count > 0 {
-            column.name = format!("{}_{}", column.name, count);
+    for column in columns.iter().filter(|c| c.aliased) {
+        seen.insert(column.name.clone(), 1);
+    }
+    for column in columns.iter_mut().filter(|c| !c.aliased) {
+        let name = column.name.clone();
+        if let Some(&taken) = seen.get(&name) {
+            let mut count = taken;
+            loop {
+                let resolved = format!("{name}_{count}");
+                if !seen.contains_key(&resolved) {
+                    seen.insert(name.clone(), count + 1);
+                    column.name = resolved;
+                    break;
+                }
+                count += 1;
+            }
         }
-        *count += 1;
+        *seen.entry(column.name.clone()).or_insert(0) += 1;
     }
 }
 
@@ -171,11 +189,11 @@ fn expand_columns(
                     }
                 }
                 names.sort_by(|a, b| a.0.cmp(&b.0));
-                columns.extend(
-                    names
-                        .into_iter()
-                        .map(|(name, expr)| OutColumn { name, expr }),
-                );
+                columns.extend(names.into_iter().map(|(name, expr)| OutColumn {
+                    name,
+                    expr,
+                    aliased: false,
+                }));
             }
             Expr::Regex(pattern) => {
                 let regex = compile(pattern)?;
@@ -203,10 +221,11 @@ fn expand_columns(
                         data_type: None,
                     },
                     name,
+                    aliased: false,
                 }));
             }
             Expr::Call { name, args }
-                if is_aggregate(name)
+                if (is_aggregate(name) || TRANSFORMS.contains(&name.as_str()))
                     && matches!(args.first(), Some(Expr::Wildcard { .. } | Expr::Regex(_))) =>
             {
                 let matching: Vec<String> = match &args[0] {
@@ -233,12 +252,16 @@ fn expand_columns(
                             name: name.clone(),
                             args: call_args,
                         },
+                        aliased: false,
                     });
                 }
             }
+            // `time` is the time column, there anyway.
+            Expr::VarRef { name, .. } if name.eq_ignore_ascii_case("time") => {}
             expr => columns.push(OutColumn {
                 name: field.alias.clone().unwrap_or_else(|| column_name(expr)),
                 expr: expr.clone(),
+                aliased: field.alias.is_some(),
             }),
         }
     }
@@ -422,7 +445,11 @@ pub(super) fn execute_select(
         .fields
         .iter()
         .any(|field| contains_aggregate(&field.expr));
-    if aggregate {
+    // Transformations: each call a stream, joined by time (streams.rs).
+    let transformed = streams::has_transform(select);
+    if transformed {
+        streams::validate(select)?;
+    } else if aggregate {
         validate_calls(select)?;
     } else if select
         .dimensions
@@ -502,7 +529,9 @@ pub(super) fn execute_select(
                 limits: &context.limits,
                 counters: &counters,
             };
-            let series = if aggregate {
+            let series = if transformed {
+                query.transformed()?
+            } else if aggregate {
                 query.aggregate()?
             } else {
                 query.raw()?
@@ -650,6 +679,12 @@ trait DataSource {
     ) -> Result<Option<Table>> {
         Ok(None)
     }
+
+    /// The shard group duration of the points read (InfluxDB merges the
+    /// series of each shard group on its own); `None`: one group.
+    fn shard_group_duration(&self) -> Option<i64> {
+        None
+    }
 }
 
 struct StoredData<'a> {
@@ -765,6 +800,14 @@ impl DataSource for StoredData<'_> {
         };
         let table: Table = rmp_serde::from_slice(&bytes).map_err(|e| format!("bad rows: {e}"))?;
         Ok(Some(table))
+    }
+
+    fn shard_group_duration(&self) -> Option<i64> {
+        let policies = self.storage.retention_policies(&self.db).ok()?;
+        let policy = policies.into_iter().find(|p| p.name == self.rp)?;
+        i64::try_from(policy.shard_group_duration.as_nanos())
+            .ok()
+            .filter(|d| *d > 0)
     }
 }
 
@@ -1225,32 +1268,11 @@ impl MeasurementQuery<'_> {
         let schema = self.schema()?;
         let group_tags = self.group_tags(&schema)?;
         let columns = expand_columns(self.select, &schema, &group_tags)?;
-        // A transformation of a raw field (derivative(v), difference(v), …)
-        // runs over each series' rows before they are merged and limited.
-        let transforms: Vec<(usize, &str, &[Expr])> = columns
-            .iter()
-            .enumerate()
-            .filter_map(|(index, column)| match &column.expr {
-                Expr::Call { name, args } if TRANSFORMS.contains(&name.as_str()) => {
-                    Some((index, name.as_str(), args.as_slice()))
-                }
-                _ => None,
-            })
-            .collect();
-        if transforms.len() > 1 {
-            return Err("only one transformation per query is supported yet".into());
-        }
-        if let Some((_, name, args)) = transforms.first() {
-            if !matches!(args.first(), Some(Expr::VarRef { .. })) {
-                return Err(format!("expected field argument in {name}()"));
-            }
-        }
-        let transform_column = transforms.first().copied();
         // Fields the output needs; a row exists when one of them has a value.
         let mut selected: Vec<String> = Vec::new();
         for column in &columns {
             let mut refs = Vec::new();
-            raw_refs(strip_transform(&column.expr), &mut refs);
+            raw_refs(&column.expr, &mut refs);
             for name in refs {
                 let is_field = schema.fields.contains_key(name) && !is_tag_ref(&column.expr, name);
                 if is_field && !selected.iter().any(|s| s == name) {
@@ -1289,9 +1311,7 @@ impl MeasurementQuery<'_> {
                 };
                 let table = match pushed {
                     Some(table) => table,
-                    None => {
-                        self.read_table(series, &needed, row_filter || transform_column.is_some())?
-                    }
+                    None => self.read_table(series, &needed, row_filter)?,
                 };
                 for row in 0..table.times.len() {
                     if !selected
@@ -1325,21 +1345,11 @@ impl MeasurementQuery<'_> {
                 tables.push(table);
             }
             candidates.sort_unstable_by_key(|(time, member, _)| (*time, *member));
-            if transform_column.is_none() && self.select.descending {
+            if self.select.descending {
                 candidates.reverse();
             }
-            let take = if limit == 0 || transform_column.is_some() {
-                usize::MAX
-            } else {
-                limit
-            };
-            let skip = if transform_column.is_some() {
-                0
-            } else {
-                offset
-            };
-            let kept = candidates.into_iter().skip(skip).take(take);
-            let mut members: Vec<usize> = Vec::new();
+            let take = if limit == 0 { usize::MAX } else { limit };
+            let kept = candidates.into_iter().skip(offset).take(take);
             let mut rows = Vec::new();
             for (time, member, row_index) in kept {
                 let (Some(series), Some(table)) = (group.series.get(member), tables.get(member))
@@ -1369,42 +1379,8 @@ impl MeasurementQuery<'_> {
                 };
                 let mut row = Vec::with_capacity(columns.len() + 1);
                 row.push(Cell::Time(time));
-                row.extend(
-                    columns
-                        .iter()
-                        .map(|column| evaluate(strip_transform(&column.expr), &lookup)),
-                );
+                row.extend(columns.iter().map(|column| evaluate(&column.expr, &lookup)));
                 rows.push(row);
-                members.push(member);
-            }
-            if let Some((index, name, args)) = transform_column {
-                // Per series, in time order; then merged, ordered and limited.
-                let mut merged: Vec<(i64, usize, Vec<Cell>)> = Vec::new();
-                for member in 0..group.series.len() {
-                    let own: Vec<Vec<Cell>> = rows
-                        .iter()
-                        .zip(&members)
-                        .filter(|(_, m)| **m == member)
-                        .map(|(row, _)| row.clone())
-                        .collect();
-                    for row in transform(name, args, own, index + 1)? {
-                        let time = match row.first() {
-                            Some(Cell::Time(time)) => *time,
-                            _ => 0,
-                        };
-                        merged.push((time, member, row));
-                    }
-                }
-                merged.sort_by_key(|(time, member, _)| (*time, *member));
-                if self.select.descending {
-                    merged.reverse();
-                }
-                rows = merged
-                    .into_iter()
-                    .skip(offset)
-                    .take(if limit == 0 { usize::MAX } else { limit })
-                    .map(|(_, _, row)| row)
-                    .collect();
             }
             groups.push((group.tag_values, column_names.clone(), rows));
         }
@@ -1617,7 +1593,7 @@ impl MeasurementQuery<'_> {
                 // A group without a single point in range is no series.
                 continue;
             }
-            let rows = self.fill_and_transform(&columns, &calls, rows, interval.is_some())?;
+            let rows = self.fill(&columns, &calls, rows, interval.is_some());
             groups.push((group.tag_values, column_names.clone(), rows));
         }
         Ok(self.finish(&group_tags, groups))
@@ -1756,7 +1732,7 @@ impl MeasurementQuery<'_> {
         };
         let mut row = vec![Cell::Time(time)];
         for column in columns {
-            row.push(evaluate(strip_transform(&column.expr), &lookup));
+            row.push(evaluate(&column.expr, &lookup));
         }
         vec![Row {
             cells: row,
@@ -1764,26 +1740,26 @@ impl MeasurementQuery<'_> {
         }]
     }
 
-    fn fill_and_transform(
+    fn fill(
         &self,
         columns: &[OutColumn],
         calls: &[Expr],
         rows: Vec<Row>,
         by_time: bool,
-    ) -> Result<Vec<Vec<Cell>>> {
+    ) -> Vec<Vec<Cell>> {
         let width = columns.len() + 1;
         if rows.iter().any(|row| row.empty.is_none()) {
-            return Ok(rows.into_iter().map(|row| row.cells).collect());
+            return rows.into_iter().map(|row| row.cells).collect();
         }
         let mut out: Vec<Vec<Cell>> = Vec::with_capacity(rows.len());
         let fill = self.select.fill.clone().unwrap_or(Fill::Null);
         let count_columns: Vec<bool> = columns
             .iter()
-            .map(|c| matches!(strip_transform(&c.expr), Expr::Call { name, .. } if name == "count"))
+            .map(|c| matches!(&c.expr, Expr::Call { name, .. } if name == "count"))
             .collect();
         let integer_columns: Vec<bool> = columns
             .iter()
-            .map(|c| integer_result(strip_transform(&c.expr), calls))
+            .map(|c| integer_result(&c.expr, calls))
             .collect();
         for Row {
             cells: mut row,
@@ -1835,15 +1811,7 @@ impl MeasurementQuery<'_> {
         if matches!(fill, Fill::Linear) && by_time {
             linear_fill(&mut out, width);
         }
-        // Transformations over the window rows.
-        for (index, column) in columns.iter().enumerate() {
-            if let Expr::Call { name, args } = &column.expr {
-                if TRANSFORMS.contains(&name.as_str()) {
-                    out = transform(name, args, out, index + 1)?;
-                }
-            }
-        }
-        Ok(out)
+        out
     }
 }
 
@@ -1889,16 +1857,6 @@ fn is_tag_ref(expr: &Expr, name: &str) -> bool {
     match expr {
         Expr::VarRef { name: n, data_type } => n == name && *data_type == Some(DataType::Tag),
         _ => false,
-    }
-}
-
-/// `derivative(mean(x), 1m)` -> `mean(x)`: the part computed per window.
-fn strip_transform(expr: &Expr) -> &Expr {
-    match expr {
-        Expr::Call { name, args } if TRANSFORMS.contains(&name.as_str()) => {
-            args.first().unwrap_or(expr)
-        }
-        _ => expr,
     }
 }
 
@@ -2806,86 +2764,6 @@ fn linear_fill(rows: &mut [Vec<Cell>], width: usize) {
             }
         }
     }
-}
-
-fn transform(
-    name: &str,
-    args: &[Expr],
-    rows: Vec<Vec<Cell>>,
-    column: usize,
-) -> Result<Vec<Vec<Cell>>> {
-    let unit = number_arg(args, 1).unwrap_or(1e9);
-    let mut out = Vec::new();
-    let mut previous: Option<(i64, Cell)> = None;
-    let mut running: Option<Cell> = None;
-    let mut window: Vec<f64> = Vec::new();
-    for mut row in rows {
-        let Cell::Time(time) = row[0] else { continue };
-        let value = row[column].clone();
-        if matches!(value, Cell::Null) {
-            continue;
-        }
-        match name {
-            "derivative" | "non_negative_derivative" => {
-                if let Some((t0, v0)) = &previous {
-                    if let (Some(a), Some(b)) = (as_f64(v0), as_f64(&value)) {
-                        let elapsed = (time - t0) as f64;
-                        if elapsed > 0.0 {
-                            let rate = (b - a) / (elapsed / unit);
-                            if name == "derivative" || rate >= 0.0 {
-                                row[column] = Cell::Float(rate);
-                                out.push(row);
-                            }
-                        }
-                    }
-                }
-                previous = Some((time, value));
-            }
-            "difference" | "non_negative_difference" => {
-                if let Some((_, v0)) = &previous {
-                    let difference = arithmetic(BinaryOp::Sub, &value, v0);
-                    let negative = as_f64(&difference).is_some_and(|d| d < 0.0);
-                    if name == "difference" || !negative {
-                        row[column] = difference;
-                        out.push(row);
-                    }
-                }
-                previous = Some((time, value));
-            }
-            "cumulative_sum" => {
-                let sum = match &running {
-                    Some(total) => arithmetic(BinaryOp::Add, total, &value),
-                    None => value,
-                };
-                running = Some(sum.clone());
-                row[column] = sum;
-                out.push(row);
-            }
-            "moving_average" => {
-                let size = number_arg(args, 1).unwrap_or(1.0).max(1.0) as usize;
-                if let Some(v) = as_f64(&value) {
-                    window.push(v);
-                    if window.len() > size {
-                        window.remove(0);
-                    }
-                    if window.len() == size {
-                        row[column] = Cell::Float(window.iter().sum::<f64>() / size as f64);
-                        out.push(row);
-                    }
-                }
-            }
-            "elapsed" => {
-                let unit = number_arg(args, 1).unwrap_or(1.0).max(1.0);
-                if let Some((t0, _)) = &previous {
-                    row[column] = Cell::Integer(((time - t0) as f64 / unit) as i64);
-                    out.push(row);
-                }
-                previous = Some((time, value));
-            }
-            _ => out.push(row),
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
