@@ -152,8 +152,61 @@ struct Schema {
     tags: BTreeSet<String>,
 }
 
-/// Expand `*`, `*::field`, `/regex/`, `count(*)` and `count(/regex/)` into
-/// one column per field (and tag).
+/// The innermost call of `f(g(*))` (or `f(/regex/)`), and its argument.
+fn wildcard_call(expr: &Expr) -> Option<(&str, &Expr)> {
+    let Expr::Call { name, args } = expr else {
+        return None;
+    };
+    if !(is_aggregate(name) || TRANSFORMS.contains(&name.as_str())) {
+        return None;
+    }
+    match args.first()? {
+        arg @ (Expr::Wildcard { .. } | Expr::Regex(_)) => Some((name, arg)),
+        inner @ Expr::Call { .. } => wildcard_call(inner),
+        _ => None,
+    }
+}
+
+/// `f(g(*))` with the wildcard replaced by a field.
+fn with_wildcard_field(expr: &Expr, field: &str) -> Expr {
+    match expr {
+        Expr::Call { name, args } => {
+            let mut args = args.clone();
+            if let Some(first) = args.first_mut() {
+                let replaced = match &*first {
+                    Expr::Wildcard { .. } | Expr::Regex(_) => Expr::VarRef {
+                        name: field.to_string(),
+                        data_type: None,
+                    },
+                    inner => with_wildcard_field(inner, field),
+                };
+                *first = replaced;
+            }
+            Expr::Call {
+                name: name.clone(),
+                args,
+            }
+        }
+        other => other.clone(),
+    }
+}
+
+/// The fields a wildcard in a call expands to, by the innermost call:
+/// numbers always; strings for a few; booleans for those and min/max.
+fn wildcard_expands_to(call: &str, field_type: FieldType) -> bool {
+    let any_type = matches!(
+        call,
+        "count" | "first" | "last" | "distinct" | "elapsed" | "mode" | "sample"
+    );
+    match field_type {
+        FieldType::Float | FieldType::Integer | FieldType::Unsigned => true,
+        FieldType::String => any_type,
+        FieldType::Boolean => any_type || matches!(call, "min" | "max"),
+    }
+}
+
+/// Expand `*`, `*::field`, `/regex/`, `count(*)`, `count(/regex/)` and
+/// `derivative(mean(*))` into one column per field (and tag).
 fn expand_columns(
     select: &SelectStatement,
     schema: &Schema,
@@ -224,35 +277,25 @@ fn expand_columns(
                     aliased: false,
                 }));
             }
-            Expr::Call { name, args }
-                if (is_aggregate(name) || TRANSFORMS.contains(&name.as_str()))
-                    && matches!(args.first(), Some(Expr::Wildcard { .. } | Expr::Regex(_))) =>
-            {
-                let matching: Vec<String> = match &args[0] {
-                    Expr::Regex(pattern) => {
-                        let regex = compile(pattern)?;
-                        schema
-                            .fields
-                            .keys()
-                            .filter(|f| regex.is_match(f))
-                            .cloned()
-                            .collect()
-                    }
-                    _ => schema.fields.keys().cloned().collect(),
+            Expr::Call { name, .. } if wildcard_call(&field.expr).is_some() => {
+                let Some((innermost, wildcard)) = wildcard_call(&field.expr) else {
+                    continue;
                 };
-                for field_name in matching {
-                    let mut call_args = args.clone();
-                    call_args[0] = Expr::VarRef {
-                        name: field_name.clone(),
-                        data_type: None,
-                    };
+                let regex = match wildcard {
+                    Expr::Regex(pattern) => Some(compile(pattern)?),
+                    _ => None,
+                };
+                for (field_name, field_type) in &schema.fields {
+                    if regex.as_ref().is_some_and(|r| !r.is_match(field_name))
+                        || !wildcard_expands_to(innermost, *field_type)
+                    {
+                        continue;
+                    }
+                    // InfluxDB names these columns by alias.
                     columns.push(OutColumn {
                         name: format!("{name}_{field_name}"),
-                        expr: Expr::Call {
-                            name: name.clone(),
-                            args: call_args,
-                        },
-                        aliased: false,
+                        expr: with_wildcard_field(&field.expr, field_name),
+                        aliased: true,
                     });
                 }
             }

@@ -71,6 +71,9 @@ enum Kind {
     Float,
     Integer,
     Unsigned,
+    String,
+    Boolean,
+    /// Of a field that does not exist.
     Other,
 }
 
@@ -79,7 +82,9 @@ fn kind_of_field(schema: &Schema, field: &str) -> Kind {
         Some(FieldType::Float) => Kind::Float,
         Some(FieldType::Integer) => Kind::Integer,
         Some(FieldType::Unsigned) => Kind::Unsigned,
-        _ => Kind::Other,
+        Some(FieldType::String) => Kind::String,
+        Some(FieldType::Boolean) => Kind::Boolean,
+        None => Kind::Other,
     }
 }
 
@@ -118,7 +123,38 @@ fn fill_value(fill: &Fill, kind: Kind) -> Option<Cell> {
         (Kind::Unsigned, _) => Cell::Unsigned(integer as u64),
         (Kind::Other, Fill::Number(v)) => Cell::Float(*v),
         (Kind::Other, _) => Cell::Integer(integer),
+        (Kind::String | Kind::Boolean, _) => return None,
     })
+}
+
+/// The type checks InfluxDB makes as it builds a stream's iterators.
+fn check_types(stream: &Stream, calls: &[Expr], schema: &Schema) -> Result<()> {
+    match stream {
+        Stream::Raw(_) => Ok(()),
+        Stream::Aggregate { call, .. } => match calls.get(*call) {
+            Some(call) => check_call_types(call, schema),
+            None => Ok(()),
+        },
+        Stream::Transform { name, input, .. } => {
+            check_types(input, calls, schema)?;
+            let iterator = match kind_of(input, calls, schema) {
+                _ if name == "elapsed" => return Ok(()),
+                Kind::String => "string",
+                Kind::Boolean => "boolean",
+                _ => return Ok(()),
+            };
+            let what = match name.as_str() {
+                "non_negative_derivative" => "derivative",
+                "non_negative_difference" => "difference",
+                "cumulative_sum" => "cumulative sum",
+                "moving_average" => "moving average",
+                other => other,
+            };
+            Err(format!(
+                "unsupported {what} iterator type: *query.{iterator}InterruptIterator"
+            ))
+        }
+    }
 }
 
 /// Whether a select list holds a transformation.
@@ -401,8 +437,8 @@ impl MeasurementQuery<'_> {
             .iter()
             .map(|call| stream_of(call, &mut calls, 0))
             .collect::<Result<_>>()?;
-        for call in &calls {
-            check_call_types(call, &schema)?;
+        for stream in &streams {
+            check_types(stream, &calls, &schema)?;
         }
         let printed: Vec<String> = tops.iter().map(|call| call.to_string()).collect();
         let kinds: Vec<Kind> = streams
@@ -589,23 +625,34 @@ impl MeasurementQuery<'_> {
         let shard_group = self.source.shard_group_duration();
         // field -> shard group -> the points of each series (in series
         // key order), in the query's order.
-        let mut parts: BTreeMap<&str, BTreeMap<i64, Vec<Vec<StreamPoint>>>> = BTreeMap::new();
+        let mut parts: BTreeMap<String, BTreeMap<i64, Vec<Vec<StreamPoint>>>> = BTreeMap::new();
+        let mut add = |field: &str, member: usize, time: i64, value: &Value| {
+            let lists = parts
+                .entry(field.to_string())
+                .or_default()
+                .entry(shard_group.map_or(0, |d| go_shard_group(time, d)))
+                .or_default();
+            while lists.len() <= member {
+                lists.push(Vec::new());
+            }
+            lists[member].push((time, cell_of(value)));
+        };
         for (member, series) in group.series.iter().enumerate() {
-            let rows = self.read_rows(series, &read, schema, row_filter)?;
-            for (time, values) in rows {
+            if !row_filter {
+                // Field by field: points of one time in one series (from a
+                // subquery) all count.
                 for field in fields {
-                    let Some(value) = values.get(field) else {
-                        continue;
-                    };
-                    let lists = parts
-                        .entry(field.as_str())
-                        .or_default()
-                        .entry(shard_group.map_or(0, |d| go_shard_group(time, d)))
-                        .or_default();
-                    while lists.len() <= member {
-                        lists.push(Vec::new());
+                    for (time, value) in self.read_limited(series, field)? {
+                        add(field, member, time, &value);
                     }
-                    lists[member].push((time, cell_of(value)));
+                }
+                continue;
+            }
+            for (time, values) in self.read_rows(series, &read, schema, row_filter)? {
+                for field in fields {
+                    if let Some(value) = values.get(field) {
+                        add(field, member, time, value);
+                    }
                 }
             }
         }
@@ -618,11 +665,13 @@ impl MeasurementQuery<'_> {
             }
             for mut lists in shards {
                 if descending {
+                    // Descending, InfluxDB lists the series in reverse.
                     lists.iter_mut().for_each(|list| list.reverse());
+                    lists.reverse();
                 }
                 points.extend(heap_merge(lists, descending));
             }
-            out.insert(field.to_string(), points);
+            out.insert(field, points);
         }
         Ok(out)
     }
