@@ -5,7 +5,8 @@
 //! transformation of a raw field or of an aggregate) is a stream of points of
 //! its own, per output series:
 //! - a raw field is the points of that field over the series of the group,
-//!   merged by time (series order breaks ties), in the query's order;
+//!   merged by time in the query's order (points of one time in the order
+//!   InfluxDB's merge heap gives them);
 //! - an aggregate is one point per GROUP BY time window, filled by the fill
 //!   option; a transformation of it reads one window more before the time
 //!   range (after it, in descending order), so that the first window of the
@@ -368,11 +369,7 @@ fn top_calls(expr: &Expr, out: &mut Vec<Expr>) {
         Expr::Call { name, args } if MATH.contains(&name.as_str()) => {
             args.iter().for_each(|arg| top_calls(arg, out))
         }
-        Expr::Call { .. } => {
-            if !out.contains(expr) {
-                out.push(expr.clone());
-            }
-        }
+        Expr::Call { .. } if !out.contains(expr) => out.push(expr.clone()),
         Expr::Binary { lhs, rhs, .. } => {
             top_calls(lhs, out);
             top_calls(rhs, out);
@@ -440,7 +437,6 @@ impl MeasurementQuery<'_> {
         for stream in &streams {
             check_types(stream, &calls, &schema)?;
         }
-        let printed: Vec<String> = tops.iter().map(|call| call.to_string()).collect();
         let kinds: Vec<Kind> = streams
             .iter()
             .map(|stream| kind_of(stream, &calls, &schema))
@@ -470,38 +466,12 @@ impl MeasurementQuery<'_> {
         let condition_fields = self.condition_fields(&schema);
         let row_filter = !condition_fields.is_empty();
 
-        // The windows aggregates are computed over, with the extra ones.
+        // Aggregates are computed over the extra windows too.
         let extra = streams.iter().map(Stream::max_extra).max().unwrap_or(0);
-        let length = interval.map_or(0, |(length, _)| length);
-        let span = extra.saturating_mul(length);
-        let last = if interval.is_some() && self.plan.max_time == MAX_NANO_TIME {
-            self.now
-        } else {
-            self.plan.max_time
-        };
-        let (window_min, window_max, read_min, read_max) = if ascending {
-            let min = if self.plan.min_time == MIN_NANO_TIME {
-                MIN_NANO_TIME
-            } else {
-                self.plan.min_time.saturating_sub(span)
-            };
-            (min, last, min, self.plan.max_time)
-        } else {
-            let max = if self.plan.max_time == MAX_NANO_TIME {
-                MAX_NANO_TIME
-            } else {
-                self.plan.max_time.saturating_add(span)
-            };
-            (
-                self.plan.min_time,
-                last.saturating_add(span),
-                self.plan.min_time,
-                max,
-            )
-        };
+        let (window_range, read_range) = self.extended_ranges(interval, extra);
         let extended_plan = Plan {
-            min_time: read_min,
-            max_time: read_max,
+            min_time: read_range.0,
+            max_time: read_range.1,
             residual: self.plan.residual.clone(),
             nothing: false,
         };
@@ -550,7 +520,7 @@ impl MeasurementQuery<'_> {
                     &group,
                     &calls,
                     interval,
-                    (window_min, window_max),
+                    window_range,
                     &schema,
                     (row_filter, &condition_fields),
                 )?
@@ -580,16 +550,12 @@ impl MeasurementQuery<'_> {
                 .map(|(time, values)| {
                     let lookup = |expr: &Expr| -> Option<Cell> {
                         match expr {
-                            Expr::Call { name, .. } if !MATH.contains(&name.as_str()) => {
-                                let key = expr.to_string();
-                                Some(
-                                    printed
-                                        .iter()
-                                        .position(|p| *p == key)
-                                        .and_then(|i| values.get(i).cloned())
-                                        .unwrap_or(Cell::Null),
-                                )
-                            }
+                            Expr::Call { name, .. } if !MATH.contains(&name.as_str()) => Some(
+                                tops.iter()
+                                    .position(|top| top == expr)
+                                    .and_then(|i| values.get(i).cloned())
+                                    .unwrap_or(Cell::Null),
+                            ),
                             Expr::VarRef { .. } => Some(Cell::Null),
                             _ => None,
                         }
@@ -603,6 +569,39 @@ impl MeasurementQuery<'_> {
             groups.push((group.tag_values, column_names.clone(), rows));
         }
         Ok(self.finish_limited(&group_tags, groups, true))
+    }
+
+    /// The windows to compute aggregates over, with `extra` windows before
+    /// the time range (after it, descending), and the time range to read
+    /// for them.
+    fn extended_ranges(
+        &self,
+        interval: Option<(i64, i64)>,
+        extra: i64,
+    ) -> ((i64, i64), (i64, i64)) {
+        let span = extra.saturating_mul(interval.map_or(0, |(length, _)| length));
+        let (min, max) = (self.plan.min_time, self.plan.max_time);
+        // GROUP BY time without an upper bound ends now.
+        let last = if interval.is_some() && max == MAX_NANO_TIME {
+            self.now
+        } else {
+            max
+        };
+        if !self.select.descending {
+            let first = if min == MIN_NANO_TIME {
+                MIN_NANO_TIME
+            } else {
+                min.saturating_sub(span)
+            };
+            ((first, last), (first, max))
+        } else {
+            let read_max = if max == MAX_NANO_TIME {
+                MAX_NANO_TIME
+            } else {
+                max.saturating_add(span)
+            };
+            ((min, last.saturating_add(span)), (min, read_max))
+        }
     }
 
     /// The points of `fields` over the series of a group (the row filter
@@ -983,8 +982,8 @@ impl StreamContext<'_> {
 /// counted in windows).
 fn linear(time: i64, (t0, v0): &StreamPoint, (t1, v1): &StreamPoint, length: i64) -> Cell {
     let (time, t0, t1) = (time / length, t0 / length, t1 / length);
-    let x = (time - t0) as f64;
-    let dt = (t1 - t0) as f64;
+    let x = time.saturating_sub(t0) as f64;
+    let dt = t1.saturating_sub(t0) as f64;
     match (v0, v1) {
         (Cell::Integer(a), Cell::Integer(b)) => {
             let slope = b.wrapping_sub(*a) as f64 / dt;
@@ -1094,7 +1093,7 @@ fn transform(
                 };
                 if !(non_negative && is_negative(&difference)) {
                     let value = if derivative {
-                        let mut elapsed = point.0 - previous.0;
+                        let mut elapsed = point.0.saturating_sub(previous.0);
                         if !ascending {
                             elapsed = -elapsed;
                         }
@@ -1162,7 +1161,7 @@ fn transform(
             let mut previous: Option<i64> = None;
             for (time, _) in points {
                 if let Some(before) = previous {
-                    out.push((time, Cell::Integer((time - before) / unit)));
+                    out.push((time, Cell::Integer(time.saturating_sub(before) / unit)));
                 }
                 previous = Some(time);
             }
