@@ -19,26 +19,28 @@ fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/transforms")
 }
 
-#[test]
-fn transformations_answer_as_influxdb_1_6_7() {
-    let target = common::Target::from_env();
-    let url = target.url();
+fn cases() -> Vec<Value> {
     let cases: Value = serde_json::from_str(
         &std::fs::read_to_string(dir().join("cases.json")).expect("cases.json"),
     )
     .expect("cases.json is JSON");
     let cases = cases["cases"].as_array().cloned().unwrap_or_default();
     assert!(cases.len() > 200, "{} cases", cases.len());
+    cases
+}
 
-    let query = |q: &str| {
-        common::request(
-            "GET",
-            &format!("{url}/query?{}", common::encode(&[("db", DB), ("q", q)])),
-            None,
-        )
-    };
-    query(&format!("DROP DATABASE {DB}"));
-    let (status, body) = query(&format!("CREATE DATABASE {DB}"));
+fn query(url: &str, q: &str) -> (u16, String) {
+    common::request(
+        "GET",
+        &format!("{url}/query?{}", common::encode(&[("db", DB), ("q", q)])),
+        None,
+    )
+}
+
+/// (Re)create the database and write the points (precision s).
+fn load(url: &str) {
+    query(url, &format!("DROP DATABASE {DB}"));
+    let (status, body) = query(url, &format!("CREATE DATABASE {DB}"));
     assert_eq!(status, 200, "{body}");
     let data = std::fs::read(dir().join("data.lp")).expect("data.lp");
     let (status, body) = common::request(
@@ -50,13 +52,16 @@ fn transformations_answer_as_influxdb_1_6_7() {
         Some((&data, "text/plain; charset=utf-8")),
     );
     assert_eq!(status, 204, "{body}");
+}
 
+/// The cases whose answer differs from InfluxDB's, described.
+fn differences(url: &str, cases: &[Value]) -> Vec<String> {
     let mut different = Vec::new();
-    for case in &cases {
+    for case in cases {
         let q = case["q"].as_str().unwrap_or_default();
         let status = case["status"].as_u64().unwrap_or_default();
         let body = case["body"].as_str().unwrap_or_default();
-        let (got_status, got_body) = query(q);
+        let (got_status, got_body) = query(url, q);
         if (u64::from(got_status), got_body.as_str()) != (status, body) {
             different.push(format!(
                 "{q}\n  InfluxDB: {status} {}\n  we:       {got_status} {}",
@@ -65,9 +70,39 @@ fn transformations_answer_as_influxdb_1_6_7() {
             ));
         }
     }
+    different
+}
+
+#[test]
+fn transformations_answer_as_influxdb_1_6_7() {
+    let cases = cases();
+    let target = common::Target::from_env();
+    let url = target.url();
+    load(&url);
+    let different = differences(&url, &cases);
     assert!(
         different.is_empty(),
         "{} of {} answers differ:\n{}",
+        different.len(),
+        cases.len(),
+        different.join("\n")
+    );
+}
+
+/// 3 nodes, RF 1: most series are held by another node than the one asked,
+/// whose points (and partial aggregates) come over RPC.
+#[test]
+fn transformations_answer_alike_on_a_cluster() {
+    if std::env::var("DYNAFLUX_TEST_URL").is_ok_and(|url| !url.is_empty()) {
+        return;
+    }
+    let cases = cases();
+    let cluster = common::TestCluster::start(3, 1);
+    load(&cluster.url(0));
+    let different = differences(&cluster.url(1), &cases);
+    assert!(
+        different.is_empty(),
+        "{} of {} answers differ on the cluster:\n{}",
         different.len(),
         cases.len(),
         different.join("\n")
