@@ -354,8 +354,11 @@ fn subqueries_read_the_inner_result() {
     );
 }
 
+// Expected answers in the transformation tests were recorded from a real
+// InfluxDB 1.6.7 given the same points and queries.
+
 #[test]
-fn transformations_of_raw_fields_run_per_series() {
+fn transformations_of_raw_fields_merge_the_series_of_a_group() {
     let s = 1_000_000_000i64;
     let body = format!(
         "c,host=a n=1i {}\nc,host=a n=3i {}\nc,host=b n=10i {}\nc,host=b n=40i {}",
@@ -365,28 +368,56 @@ fn transformations_of_raw_fields_run_per_series() {
         3 * s
     );
     let (_dir, run) = loaded(&body, 0, s);
-    // a: (3-1)/1s = 2 at 2s; b: (40-10)/2s = 15 at 3s.
-    assert!(
-        run("SELECT derivative(n, 1s) FROM c").contains("\"values\":[[2,2],[3,15]]"),
-        "{}",
-        run("SELECT derivative(n, 1s) FROM c")
+    let one = |columns: &str, values: &str| {
+        format!("{{\"results\":[{{\"statement_id\":0,\"series\":[{{\"name\":\"c\",\"columns\":[\"time\",\"{columns}\"],\"values\":{values}}}]}}]}}\n")
+    };
+    // Without GROUP BY the series are one stream: a's 1 and b's 10 share a
+    // time, and the first of them counts (a's), so 3 -> 40 is 37 a second.
+    assert_eq!(
+        run("SELECT derivative(n, 1s) FROM c"),
+        one("derivative", "[[2,2],[3,37]]")
     );
-    assert!(run("SELECT difference(n) FROM c").contains("\"values\":[[2,2],[3,30]]"));
-    assert!(run("SELECT cumulative_sum(n) FROM c WHERE host = 'b'")
-        .contains("\"values\":[[1,10],[3,50]]"));
-    assert!(
-        run("SELECT derivative(n) FROM c ORDER BY time DESC LIMIT 1")
-            .contains("\"values\":[[3,15]]")
+    assert_eq!(
+        run("SELECT difference(n) FROM c"),
+        one("difference", "[[2,2],[3,37]]")
+    );
+    assert_eq!(
+        run("SELECT cumulative_sum(n) FROM c WHERE host = 'b'"),
+        one("cumulative_sum", "[[1,10],[3,50]]")
+    );
+    // Descending, the stream runs backwards; at time 1 InfluxDB's merge
+    // heap gives b's point first: (10 - 3) / 1s.
+    assert_eq!(
+        run("SELECT derivative(n) FROM c ORDER BY time DESC"),
+        one("derivative", "[[2,-37],[1,7]]")
+    );
+    assert_eq!(
+        run("SELECT derivative(n) FROM c ORDER BY time DESC LIMIT 1"),
+        one("derivative", "[[2,-37]]")
+    );
+    // Per series with GROUP BY.
+    assert_eq!(
+        run("SELECT derivative(n), difference(n) FROM c GROUP BY host"),
+        "{\"results\":[{\"statement_id\":0,\"series\":[{\"name\":\"c\",\"tags\":{\"host\":\"a\"},\"columns\":[\"time\",\"derivative\",\"difference\"],\"values\":[[2,2,2]]},{\"name\":\"c\",\"tags\":{\"host\":\"b\"},\"columns\":[\"time\",\"derivative\",\"difference\"],\"values\":[[3,15,30]]}]}]}\n"
     );
 }
 
 /// A database `db` holding `body` (nanosecond line protocol) and a function
 /// that runs a query on it and gives the JSON answer with epoch `unit`.
 fn loaded(body: &str, now: i64, unit: i64) -> (tempfile::TempDir, impl Fn(&str) -> String) {
+    loaded_with(body, Precision::Nanosecond, now, Epoch::Units(unit))
+}
+
+fn loaded_with(
+    body: &str,
+    precision: Precision,
+    now: i64,
+    epoch: Epoch,
+) -> (tempfile::TempDir, impl Fn(&str) -> String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let storage = Storage::open(StorageOptions::for_test(dir.path().to_path_buf())).expect("open");
     storage.create_database("db", None).expect("create");
-    let batch = lineproto::parse(body.as_bytes(), Precision::Nanosecond, 0);
+    let batch = lineproto::parse(body.as_bytes(), precision, 0);
     storage.write("db", None, &batch.points).expect("write");
     let context = QueryContext {
         database: Some("db".into()),
@@ -398,12 +429,129 @@ fn loaded(body: &str, now: i64, unit: i64) -> (tempfile::TempDir, impl Fn(&str) 
     let run = move |q: &str| {
         String::from_utf8(encode_json(
             &execute(&parse(q).expect("parse"), &context, &storage),
-            Epoch::Units(unit),
+            epoch,
             false,
         ))
         .expect("utf8")
     };
     (dir, run)
+}
+
+/// Several transformations in one query: each is computed on its own and
+/// the results are joined by time. The points are tests/transforms/data.lp;
+/// every expected answer was recorded from a real InfluxDB 1.6.7 (the HTTP
+/// test tests/transforms.rs replays many more).
+#[test]
+fn several_transformations_join_by_time_as_influxdb_does() {
+    let body = include_str!("../../tests/transforms/data.lp");
+    // 2024-01-01T01:00:00Z
+    let (_dir, run) = loaded_with(
+        body,
+        Precision::Second,
+        1_704_070_800_000_000_000,
+        Epoch::Rfc3339,
+    );
+    let cases: &[(&str, &str)] = &[
+        (
+            "SELECT derivative(a), difference(b) FROM m",
+            r#"{"results":[{"statement_id":0,"series":[{"name":"m","columns":["time","derivative","difference"],"values":[["2024-01-01T00:00:05Z",0.3,-3],["2024-01-01T00:00:10Z",0.1,8],["2024-01-01T00:00:15Z",17.4,-10],["2024-01-01T00:00:20Z",null,7],["2024-01-01T00:00:25Z",null,-3],["2024-01-01T00:00:30Z",-5.466666666666667,11],["2024-01-01T00:00:40Z",-0.2,null],["2024-01-01T00:00:45Z",14.8,-18],["2024-01-01T00:01:00Z",-4.666666666666667,28],["2024-01-01T00:01:10Z",-0.6,-27]]}]}]}"#,
+        ),
+        (
+            "SELECT derivative(a), difference(b) FROM m LIMIT 2 OFFSET 3",
+            r#"{"results":[{"statement_id":0,"series":[{"name":"m","columns":["time","derivative","difference"],"values":[["2024-01-01T00:00:20Z",null,7],["2024-01-01T00:00:25Z",null,-3],["2024-01-01T00:00:30Z",-5.466666666666667,null],["2024-01-01T00:00:40Z",-0.2,null]]}]}]}"#,
+        ),
+        (
+            "SELECT derivative(a), difference(b) FROM m ORDER BY time DESC LIMIT 3",
+            r#"{"results":[{"statement_id":0,"series":[{"name":"m","columns":["time","derivative","difference"],"values":[["2024-01-01T00:01:00Z",0.6,27],["2024-01-01T00:00:45Z",4.666666666666667,-28],["2024-01-01T00:00:40Z",-14.8,null],["2024-01-01T00:00:30Z",null,18]]}]}]}"#,
+        ),
+        (
+            "SELECT derivative(a), difference(b) FROM m WHERE time >= '2024-01-01T00:00:20Z' GROUP BY host fill(previous)",
+            r#"{"results":[{"statement_id":0,"series":[{"name":"m","tags":{"host":"a"},"columns":["time","derivative","difference"],"values":[["2024-01-01T00:00:30Z",null,8],["2024-01-01T00:00:40Z",-0.2,8],["2024-01-01T00:01:00Z",0.2,10]]},{"name":"m","tags":{"host":"b"},"columns":["time","derivative","difference"],"values":[["2024-01-01T00:00:45Z",-1,null]]},{"name":"m","tags":{"host":"c"},"columns":["time","derivative","difference"],"values":[["2024-01-01T00:01:10Z",null,-6]]}]}]}"#,
+        ),
+        (
+            "SELECT cumulative_sum(a), derivative(a) FROM m",
+            r#"{"results":[{"statement_id":0,"series":[{"name":"m","columns":["time","cumulative_sum","derivative"],"values":[["2024-01-01T00:00:00Z",1,null],["2024-01-01T00:00:00Z",101,null],["2024-01-01T00:00:05Z",103.5,0.3],["2024-01-01T00:00:10Z",106.5,0.1],["2024-01-01T00:00:10Z",109,null],["2024-01-01T00:00:15Z",199,17.4],["2024-01-01T00:00:30Z",207,-5.466666666666667],["2024-01-01T00:00:30Z",302,null],["2024-01-01T00:00:40Z",308,-0.2],["2024-01-01T00:00:45Z",388,14.8],["2024-01-01T00:01:00Z",398,-4.666666666666667],["2024-01-01T00:01:10Z",402,-0.6]]}]}]}"#,
+        ),
+        (
+            "SELECT moving_average(a, 2), elapsed(a, 1s) FROM m GROUP BY host",
+            r#"{"results":[{"statement_id":0,"series":[{"name":"m","tags":{"host":"a"},"columns":["time","moving_average","elapsed"],"values":[["2024-01-01T00:00:10Z",2,10],["2024-01-01T00:00:30Z",5.5,20],["2024-01-01T00:00:40Z",7,10],["2024-01-01T00:01:00Z",8,20]]},{"name":"m","tags":{"host":"b"},"columns":["time","moving_average","elapsed"],"values":[["2024-01-01T00:00:15Z",95,15],["2024-01-01T00:00:30Z",92.5,15],["2024-01-01T00:00:45Z",87.5,15]]},{"name":"m","tags":{"host":"c"},"columns":["time","moving_average","elapsed"],"values":[["2024-01-01T00:00:10Z",2.5,5],["2024-01-01T00:01:10Z",3.25,60]]}]}]}"#,
+        ),
+        (
+            "SELECT derivative(a) + difference(b) FROM m WHERE host='a'",
+            r#"{"results":[{"statement_id":0,"series":[{"name":"m","columns":["time","derivative_difference"],"values":[["2024-01-01T00:00:10Z",5.2],["2024-01-01T00:00:20Z",null],["2024-01-01T00:00:30Z",8.25],["2024-01-01T00:00:40Z",null],["2024-01-01T00:01:00Z",10.2]]}]}]}"#,
+        ),
+        (
+            "SELECT derivative(mean(a), 1s), cumulative_sum(max(b)) FROM m WHERE time >= '2024-01-01T00:00:00Z' AND time < '2024-01-01T00:01:30Z' GROUP BY time(10s) fill(0)",
+            r#"{"results":[{"statement_id":0,"series":[{"name":"m","columns":["time","derivative","cumulative_sum"],"values":[["2024-01-01T00:00:00Z",3.45,10],["2024-01-01T00:00:10Z",-0.2666666666666668,25],["2024-01-01T00:00:20Z",-3.183333333333333,37],["2024-01-01T00:00:30Z",5.15,57],["2024-01-01T00:00:40Z",-0.85,59],["2024-01-01T00:00:50Z",-4.3,59],["2024-01-01T00:01:00Z",1,89],["2024-01-01T00:01:10Z",-0.6,92],["2024-01-01T00:01:20Z",-0.4,92]]}]}]}"#,
+        ),
+        (
+            "SELECT derivative(mean(a), 1s), cumulative_sum(max(b)) FROM m WHERE time >= '2024-01-01T00:00:00Z' AND time < '2024-01-01T00:01:30Z' GROUP BY time(10s) fill(linear)",
+            r#"{"results":[{"statement_id":0,"series":[{"name":"m","columns":["time","derivative","cumulative_sum"],"values":[["2024-01-01T00:00:00Z",null,10],["2024-01-01T00:00:10Z",-0.2666666666666668,25],["2024-01-01T00:00:20Z",0.9833333333333332,37],["2024-01-01T00:00:30Z",0.9833333333333336,57],["2024-01-01T00:00:40Z",-0.85,59],["2024-01-01T00:00:50Z",-1.65,75],["2024-01-01T00:01:00Z",-1.65,105],["2024-01-01T00:01:10Z",-0.6,108]]}]}]}"#,
+        ),
+        (
+            "SELECT non_negative_difference(max(b)), difference(max(b)), non_negative_derivative(mean(a)) FROM m WHERE time >= '2024-01-01T00:00:00Z' AND time < '2024-01-01T00:01:30Z' GROUP BY time(10s) fill(previous)",
+            r#"{"results":[{"statement_id":0,"series":[{"name":"m","columns":["time","non_negative_difference","difference","non_negative_derivative"],"values":[["2024-01-01T00:00:10Z",5,5,null],["2024-01-01T00:00:20Z",5,-3,0],["2024-01-01T00:00:30Z",8,8,19.666666666666668],["2024-01-01T00:00:40Z",8,-18,19.666666666666668],["2024-01-01T00:00:50Z",0,0,0],["2024-01-01T00:01:00Z",28,28,0],["2024-01-01T00:01:10Z",28,-27,0],["2024-01-01T00:01:20Z",0,0,0]]}]}]}"#,
+        ),
+        (
+            "SELECT mean(a), derivative(mean(a)) FROM m WHERE time >= '2024-01-01T00:00:00Z' AND time < '2024-01-01T00:01:30Z' GROUP BY time(10s) LIMIT 2 OFFSET 1",
+            r#"{"results":[{"statement_id":0,"series":[{"name":"m","columns":["time","mean","derivative"],"values":[["2024-01-01T00:00:10Z",31.833333333333332,null],["2024-01-01T00:00:20Z",null,null],["2024-01-01T00:00:30Z",null,9.833333333333334],["2024-01-01T00:00:40Z",null,-8.5]]}]}]}"#,
+        ),
+        (
+            "SELECT non_negative_derivative(max(a)), difference(sum(b)) FROM m WHERE time >= '2024-01-01T00:00:00Z' AND time < '2024-01-01T00:01:30Z' GROUP BY time(10s) ORDER BY time DESC",
+            r#"{"results":[{"statement_id":0,"series":[{"name":"m","columns":["time","non_negative_derivative","difference"],"values":[["2024-01-01T00:01:00Z",6,27],["2024-01-01T00:00:40Z",35,-28],["2024-01-01T00:00:30Z",15,18],["2024-01-01T00:00:20Z",null,1],["2024-01-01T00:00:10Z",null,6],["2024-01-01T00:00:00Z",10,-9]]}]}]}"#,
+        ),
+        (
+            "SELECT derivative(mean(a)) FROM m WHERE time < '2024-01-01T00:01:00Z' GROUP BY time(10s)",
+            r#"{"results":[{"statement_id":0}]}"#,
+        ),
+        (
+            "SELECT a, derivative(a) FROM m",
+            r#"{"results":[{"statement_id":0,"error":"mixing aggregate and non-aggregate queries is not supported"}]}"#,
+        ),
+        (
+            "SELECT derivative(a) FROM m WHERE time >= '2024-01-01T00:00:00Z' AND time < '2024-01-01T00:01:30Z' GROUP BY time(10s)",
+            r#"{"results":[{"statement_id":0,"error":"aggregate function required inside the call to derivative"}]}"#,
+        ),
+        (
+            "SELECT derivative(mean(a)) FROM m",
+            r#"{"results":[{"statement_id":0,"error":"derivative aggregate requires a GROUP BY interval"}]}"#,
+        ),
+        (
+            "SELECT derivative(a, 2) FROM m",
+            r#"{"results":[{"statement_id":0,"error":"second argument to derivative must be a duration, got *influxql.IntegerLiteral"}]}"#,
+        ),
+        (
+            "SELECT derivative(a, 0s) FROM m",
+            r#"{"results":[{"statement_id":0,"error":"duration argument must be positive, got 0s"}]}"#,
+        ),
+        (
+            "SELECT moving_average(a) FROM m",
+            r#"{"results":[{"statement_id":0,"error":"invalid number of arguments for moving_average, expected 2, got 1"}]}"#,
+        ),
+        (
+            "SELECT moving_average(a, 1) FROM m WHERE host='a'",
+            r#"{"results":[{"statement_id":0,"error":"moving_average window must be greater than 1, got 1"}]}"#,
+        ),
+        (
+            "SELECT derivative(abs(mean(a))) FROM m WHERE time >= '2024-01-01T00:00:00Z' AND time < '2024-01-01T00:01:30Z' GROUP BY time(10s)",
+            r#"{"results":[{"statement_id":0,"error":"unsupported call: abs"}]}"#,
+        ),
+        (
+            "SELECT derivative(mean(a)), top(b, 2) FROM m WHERE time >= '2024-01-01T00:00:00Z' AND time < '2024-01-01T00:01:30Z' GROUP BY time(10s)",
+            r#"{"results":[{"statement_id":0,"error":"selector function top() cannot be combined with other functions"}]}"#,
+        ),
+        (
+            "SELECT derivative(str) FROM s",
+            r#"{"results":[{"statement_id":0,"error":"unsupported derivative iterator type: *query.stringInterruptIterator"}]}"#,
+        ),
+        (
+            "SELECT cumulative_sum(str), derivative(n) FROM s",
+            r#"{"results":[{"statement_id":0,"error":"unsupported cumulative sum iterator type: *query.stringInterruptIterator"}]}"#,
+        ),
+    ];
+    for (query, expected) in cases {
+        assert_eq!(run(query), format!("{expected}\n"), "{query}");
+    }
 }
 
 #[test]

@@ -12,6 +12,8 @@ use crate::influxql::QueryLimits;
 use crate::storage::{SeriesFilter, Take};
 use rand::seq::IteratorRandom;
 
+mod streams;
+
 /// Aggregates and selectors: they reduce the points of a window.
 const AGGREGATES: &[&str] = &[
     "count",
@@ -116,16 +118,32 @@ fn column_name(expr: &Expr) -> String {
 struct OutColumn {
     name: String,
     expr: Expr,
+    /// Named by `AS`: the name is kept as it is.
+    aliased: bool,
 }
 
+/// InfluxDB's column names: aliases first, as they are; then each generated
+/// name that is taken gets the first free `_<n>` suffix.
 fn dedup_names(columns: &mut [OutColumn]) {
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-    for column in columns.iter_mut() {
-        let count = seen.entry(column.name.clone()).or_insert(0);
-        if *count > 0 {
-            column.name = format!("{}_{}", column.name, count);
+    for column in columns.iter().filter(|c| c.aliased) {
+        seen.insert(column.name.clone(), 1);
+    }
+    for column in columns.iter_mut().filter(|c| !c.aliased) {
+        let name = column.name.clone();
+        if let Some(&taken) = seen.get(&name) {
+            let mut count = taken;
+            loop {
+                let resolved = format!("{name}_{count}");
+                if !seen.contains_key(&resolved) {
+                    seen.insert(name.clone(), count + 1);
+                    column.name = resolved;
+                    break;
+                }
+                count += 1;
+            }
         }
-        *count += 1;
+        *seen.entry(column.name.clone()).or_insert(0) += 1;
     }
 }
 
@@ -134,8 +152,61 @@ struct Schema {
     tags: BTreeSet<String>,
 }
 
-/// Expand `*`, `*::field`, `/regex/`, `count(*)` and `count(/regex/)` into
-/// one column per field (and tag).
+/// The innermost call of `f(g(*))` (or `f(/regex/)`), and its argument.
+fn wildcard_call(expr: &Expr) -> Option<(&str, &Expr)> {
+    let Expr::Call { name, args } = expr else {
+        return None;
+    };
+    if !(is_aggregate(name) || TRANSFORMS.contains(&name.as_str())) {
+        return None;
+    }
+    match args.first()? {
+        arg @ (Expr::Wildcard { .. } | Expr::Regex(_)) => Some((name, arg)),
+        inner @ Expr::Call { .. } => wildcard_call(inner),
+        _ => None,
+    }
+}
+
+/// `f(g(*))` with the wildcard replaced by a field.
+fn with_wildcard_field(expr: &Expr, field: &str) -> Expr {
+    match expr {
+        Expr::Call { name, args } => {
+            let mut args = args.clone();
+            if let Some(first) = args.first_mut() {
+                let replaced = match &*first {
+                    Expr::Wildcard { .. } | Expr::Regex(_) => Expr::VarRef {
+                        name: field.to_string(),
+                        data_type: None,
+                    },
+                    inner => with_wildcard_field(inner, field),
+                };
+                *first = replaced;
+            }
+            Expr::Call {
+                name: name.clone(),
+                args,
+            }
+        }
+        other => other.clone(),
+    }
+}
+
+/// The fields a wildcard in a call expands to, by the innermost call:
+/// numbers always; strings for a few; booleans for those and min/max.
+fn wildcard_expands_to(call: &str, field_type: FieldType) -> bool {
+    let any_type = matches!(
+        call,
+        "count" | "first" | "last" | "distinct" | "elapsed" | "mode" | "sample"
+    );
+    match field_type {
+        FieldType::Float | FieldType::Integer | FieldType::Unsigned => true,
+        FieldType::String => any_type,
+        FieldType::Boolean => any_type || matches!(call, "min" | "max"),
+    }
+}
+
+/// Expand `*`, `*::field`, `/regex/`, `count(*)`, `count(/regex/)` and
+/// `derivative(mean(*))` into one column per field (and tag).
 fn expand_columns(
     select: &SelectStatement,
     schema: &Schema,
@@ -171,11 +242,11 @@ fn expand_columns(
                     }
                 }
                 names.sort_by(|a, b| a.0.cmp(&b.0));
-                columns.extend(
-                    names
-                        .into_iter()
-                        .map(|(name, expr)| OutColumn { name, expr }),
-                );
+                columns.extend(names.into_iter().map(|(name, expr)| OutColumn {
+                    name,
+                    expr,
+                    aliased: false,
+                }));
             }
             Expr::Regex(pattern) => {
                 let regex = compile(pattern)?;
@@ -203,42 +274,37 @@ fn expand_columns(
                         data_type: None,
                     },
                     name,
+                    aliased: false,
                 }));
             }
-            Expr::Call { name, args }
-                if is_aggregate(name)
-                    && matches!(args.first(), Some(Expr::Wildcard { .. } | Expr::Regex(_))) =>
-            {
-                let matching: Vec<String> = match &args[0] {
-                    Expr::Regex(pattern) => {
-                        let regex = compile(pattern)?;
-                        schema
-                            .fields
-                            .keys()
-                            .filter(|f| regex.is_match(f))
-                            .cloned()
-                            .collect()
-                    }
-                    _ => schema.fields.keys().cloned().collect(),
+            Expr::Call { name, .. } if wildcard_call(&field.expr).is_some() => {
+                let Some((innermost, wildcard)) = wildcard_call(&field.expr) else {
+                    continue;
                 };
-                for field_name in matching {
-                    let mut call_args = args.clone();
-                    call_args[0] = Expr::VarRef {
-                        name: field_name.clone(),
-                        data_type: None,
-                    };
+                let regex = match wildcard {
+                    Expr::Regex(pattern) => Some(compile(pattern)?),
+                    _ => None,
+                };
+                for (field_name, field_type) in &schema.fields {
+                    if regex.as_ref().is_some_and(|r| !r.is_match(field_name))
+                        || !wildcard_expands_to(innermost, *field_type)
+                    {
+                        continue;
+                    }
+                    // InfluxDB names these columns by alias.
                     columns.push(OutColumn {
                         name: format!("{name}_{field_name}"),
-                        expr: Expr::Call {
-                            name: name.clone(),
-                            args: call_args,
-                        },
+                        expr: with_wildcard_field(&field.expr, field_name),
+                        aliased: true,
                     });
                 }
             }
+            // `time` is the time column, there anyway.
+            Expr::VarRef { name, .. } if name.eq_ignore_ascii_case("time") => {}
             expr => columns.push(OutColumn {
                 name: field.alias.clone().unwrap_or_else(|| column_name(expr)),
                 expr: expr.clone(),
+                aliased: field.alias.is_some(),
             }),
         }
     }
@@ -422,7 +488,11 @@ pub(super) fn execute_select(
         .fields
         .iter()
         .any(|field| contains_aggregate(&field.expr));
-    if aggregate {
+    // Transformations: each call a stream, joined by time (streams.rs).
+    let transformed = streams::has_transform(select);
+    if transformed {
+        streams::validate(select)?;
+    } else if aggregate {
         validate_calls(select)?;
     } else if select
         .dimensions
@@ -502,7 +572,9 @@ pub(super) fn execute_select(
                 limits: &context.limits,
                 counters: &counters,
             };
-            let series = if aggregate {
+            let series = if transformed {
+                query.transformed()?
+            } else if aggregate {
                 query.aggregate()?
             } else {
                 query.raw()?
@@ -650,6 +722,12 @@ trait DataSource {
     ) -> Result<Option<Table>> {
         Ok(None)
     }
+
+    /// The shard group duration of the points read (InfluxDB merges the
+    /// series of each shard group on its own); `None`: one group.
+    fn shard_group_duration(&self) -> Option<i64> {
+        None
+    }
 }
 
 struct StoredData<'a> {
@@ -765,6 +843,14 @@ impl DataSource for StoredData<'_> {
         };
         let table: Table = rmp_serde::from_slice(&bytes).map_err(|e| format!("bad rows: {e}"))?;
         Ok(Some(table))
+    }
+
+    fn shard_group_duration(&self) -> Option<i64> {
+        let policies = self.storage.retention_policies(&self.db).ok()?;
+        let policy = policies.into_iter().find(|p| p.name == self.rp)?;
+        i64::try_from(policy.shard_group_duration.as_nanos())
+            .ok()
+            .filter(|d| *d > 0)
     }
 }
 
@@ -1225,32 +1311,11 @@ impl MeasurementQuery<'_> {
         let schema = self.schema()?;
         let group_tags = self.group_tags(&schema)?;
         let columns = expand_columns(self.select, &schema, &group_tags)?;
-        // A transformation of a raw field (derivative(v), difference(v), …)
-        // runs over each series' rows before they are merged and limited.
-        let transforms: Vec<(usize, &str, &[Expr])> = columns
-            .iter()
-            .enumerate()
-            .filter_map(|(index, column)| match &column.expr {
-                Expr::Call { name, args } if TRANSFORMS.contains(&name.as_str()) => {
-                    Some((index, name.as_str(), args.as_slice()))
-                }
-                _ => None,
-            })
-            .collect();
-        if transforms.len() > 1 {
-            return Err("only one transformation per query is supported yet".into());
-        }
-        if let Some((_, name, args)) = transforms.first() {
-            if !matches!(args.first(), Some(Expr::VarRef { .. })) {
-                return Err(format!("expected field argument in {name}()"));
-            }
-        }
-        let transform_column = transforms.first().copied();
         // Fields the output needs; a row exists when one of them has a value.
         let mut selected: Vec<String> = Vec::new();
         for column in &columns {
             let mut refs = Vec::new();
-            raw_refs(strip_transform(&column.expr), &mut refs);
+            raw_refs(&column.expr, &mut refs);
             for name in refs {
                 let is_field = schema.fields.contains_key(name) && !is_tag_ref(&column.expr, name);
                 if is_field && !selected.iter().any(|s| s == name) {
@@ -1289,9 +1354,7 @@ impl MeasurementQuery<'_> {
                 };
                 let table = match pushed {
                     Some(table) => table,
-                    None => {
-                        self.read_table(series, &needed, row_filter || transform_column.is_some())?
-                    }
+                    None => self.read_table(series, &needed, row_filter)?,
                 };
                 for row in 0..table.times.len() {
                     if !selected
@@ -1325,21 +1388,11 @@ impl MeasurementQuery<'_> {
                 tables.push(table);
             }
             candidates.sort_unstable_by_key(|(time, member, _)| (*time, *member));
-            if transform_column.is_none() && self.select.descending {
+            if self.select.descending {
                 candidates.reverse();
             }
-            let take = if limit == 0 || transform_column.is_some() {
-                usize::MAX
-            } else {
-                limit
-            };
-            let skip = if transform_column.is_some() {
-                0
-            } else {
-                offset
-            };
-            let kept = candidates.into_iter().skip(skip).take(take);
-            let mut members: Vec<usize> = Vec::new();
+            let take = if limit == 0 { usize::MAX } else { limit };
+            let kept = candidates.into_iter().skip(offset).take(take);
             let mut rows = Vec::new();
             for (time, member, row_index) in kept {
                 let (Some(series), Some(table)) = (group.series.get(member), tables.get(member))
@@ -1369,42 +1422,8 @@ impl MeasurementQuery<'_> {
                 };
                 let mut row = Vec::with_capacity(columns.len() + 1);
                 row.push(Cell::Time(time));
-                row.extend(
-                    columns
-                        .iter()
-                        .map(|column| evaluate(strip_transform(&column.expr), &lookup)),
-                );
+                row.extend(columns.iter().map(|column| evaluate(&column.expr, &lookup)));
                 rows.push(row);
-                members.push(member);
-            }
-            if let Some((index, name, args)) = transform_column {
-                // Per series, in time order; then merged, ordered and limited.
-                let mut merged: Vec<(i64, usize, Vec<Cell>)> = Vec::new();
-                for member in 0..group.series.len() {
-                    let own: Vec<Vec<Cell>> = rows
-                        .iter()
-                        .zip(&members)
-                        .filter(|(_, m)| **m == member)
-                        .map(|(row, _)| row.clone())
-                        .collect();
-                    for row in transform(name, args, own, index + 1)? {
-                        let time = match row.first() {
-                            Some(Cell::Time(time)) => *time,
-                            _ => 0,
-                        };
-                        merged.push((time, member, row));
-                    }
-                }
-                merged.sort_by_key(|(time, member, _)| (*time, *member));
-                if self.select.descending {
-                    merged.reverse();
-                }
-                rows = merged
-                    .into_iter()
-                    .skip(offset)
-                    .take(if limit == 0 { usize::MAX } else { limit })
-                    .map(|(_, _, row)| row)
-                    .collect();
             }
             groups.push((group.tag_values, column_names.clone(), rows));
         }
@@ -1617,7 +1636,7 @@ impl MeasurementQuery<'_> {
                 // A group without a single point in range is no series.
                 continue;
             }
-            let rows = self.fill_and_transform(&columns, &calls, rows, interval.is_some())?;
+            let rows = self.fill(&columns, &calls, rows, interval.is_some());
             groups.push((group.tag_values, column_names.clone(), rows));
         }
         Ok(self.finish(&group_tags, groups))
@@ -1747,7 +1766,7 @@ impl MeasurementQuery<'_> {
         };
         let mut row = vec![Cell::Time(time)];
         for column in columns {
-            row.push(evaluate(strip_transform(&column.expr), &lookup));
+            row.push(evaluate(&column.expr, &lookup));
         }
         vec![Row {
             cells: row,
@@ -1755,26 +1774,26 @@ impl MeasurementQuery<'_> {
         }]
     }
 
-    fn fill_and_transform(
+    fn fill(
         &self,
         columns: &[OutColumn],
         calls: &[Expr],
         rows: Vec<Row>,
         by_time: bool,
-    ) -> Result<Vec<Vec<Cell>>> {
+    ) -> Vec<Vec<Cell>> {
         let width = columns.len() + 1;
         if rows.iter().any(|row| row.empty.is_none()) {
-            return Ok(rows.into_iter().map(|row| row.cells).collect());
+            return rows.into_iter().map(|row| row.cells).collect();
         }
         let mut out: Vec<Vec<Cell>> = Vec::with_capacity(rows.len());
         let fill = self.select.fill.clone().unwrap_or(Fill::Null);
         let count_columns: Vec<bool> = columns
             .iter()
-            .map(|c| matches!(strip_transform(&c.expr), Expr::Call { name, .. } if name == "count"))
+            .map(|c| matches!(&c.expr, Expr::Call { name, .. } if name == "count"))
             .collect();
         let integer_columns: Vec<bool> = columns
             .iter()
-            .map(|c| integer_result(strip_transform(&c.expr), calls))
+            .map(|c| integer_result(&c.expr, calls))
             .collect();
         for Row {
             cells: mut row,
@@ -1826,15 +1845,7 @@ impl MeasurementQuery<'_> {
         if matches!(fill, Fill::Linear) && by_time {
             linear_fill(&mut out, width);
         }
-        // Transformations over the window rows.
-        for (index, column) in columns.iter().enumerate() {
-            if let Expr::Call { name, args } = &column.expr {
-                if TRANSFORMS.contains(&name.as_str()) {
-                    out = transform(name, args, out, index + 1)?;
-                }
-            }
-        }
-        Ok(out)
+        out
     }
 }
 
@@ -1880,16 +1891,6 @@ fn is_tag_ref(expr: &Expr, name: &str) -> bool {
     match expr {
         Expr::VarRef { name: n, data_type } => n == name && *data_type == Some(DataType::Tag),
         _ => false,
-    }
-}
-
-/// `derivative(mean(x), 1m)` -> `mean(x)`: the part computed per window.
-fn strip_transform(expr: &Expr) -> &Expr {
-    match expr {
-        Expr::Call { name, args } if TRANSFORMS.contains(&name.as_str()) => {
-            args.first().unwrap_or(expr)
-        }
-        _ => expr,
     }
 }
 
@@ -2947,86 +2948,6 @@ fn linear_fill(rows: &mut [Vec<Cell>], width: usize) {
             }
         }
     }
-}
-
-fn transform(
-    name: &str,
-    args: &[Expr],
-    rows: Vec<Vec<Cell>>,
-    column: usize,
-) -> Result<Vec<Vec<Cell>>> {
-    let unit = number_arg(args, 1).unwrap_or(1e9);
-    let mut out = Vec::new();
-    let mut previous: Option<(i64, Cell)> = None;
-    let mut running: Option<Cell> = None;
-    let mut window: Vec<f64> = Vec::new();
-    for mut row in rows {
-        let Cell::Time(time) = row[0] else { continue };
-        let value = row[column].clone();
-        if matches!(value, Cell::Null) {
-            continue;
-        }
-        match name {
-            "derivative" | "non_negative_derivative" => {
-                if let Some((t0, v0)) = &previous {
-                    if let (Some(a), Some(b)) = (as_f64(v0), as_f64(&value)) {
-                        let elapsed = (time - t0) as f64;
-                        if elapsed > 0.0 {
-                            let rate = (b - a) / (elapsed / unit);
-                            if name == "derivative" || rate >= 0.0 {
-                                row[column] = Cell::Float(rate);
-                                out.push(row);
-                            }
-                        }
-                    }
-                }
-                previous = Some((time, value));
-            }
-            "difference" | "non_negative_difference" => {
-                if let Some((_, v0)) = &previous {
-                    let difference = arithmetic(BinaryOp::Sub, &value, v0);
-                    let negative = as_f64(&difference).is_some_and(|d| d < 0.0);
-                    if name == "difference" || !negative {
-                        row[column] = difference;
-                        out.push(row);
-                    }
-                }
-                previous = Some((time, value));
-            }
-            "cumulative_sum" => {
-                let sum = match &running {
-                    Some(total) => arithmetic(BinaryOp::Add, total, &value),
-                    None => value,
-                };
-                running = Some(sum.clone());
-                row[column] = sum;
-                out.push(row);
-            }
-            "moving_average" => {
-                let size = number_arg(args, 1).unwrap_or(1.0).max(1.0) as usize;
-                if let Some(v) = as_f64(&value) {
-                    window.push(v);
-                    if window.len() > size {
-                        window.remove(0);
-                    }
-                    if window.len() == size {
-                        row[column] = Cell::Float(window.iter().sum::<f64>() / size as f64);
-                        out.push(row);
-                    }
-                }
-            }
-            "elapsed" => {
-                let unit = number_arg(args, 1).unwrap_or(1.0).max(1.0);
-                if let Some((t0, _)) = &previous {
-                    row[column] = Cell::Integer(((time - t0) as f64 / unit) as i64);
-                    out.push(row);
-                }
-                previous = Some((time, value));
-            }
-            _ => out.push(row),
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
