@@ -51,6 +51,13 @@ pub fn format_float(value: f64, out: &mut String) {
     }
     let mut buffer = zmij::Buffer::new();
     let text = buffer.format_finite(value);
+    let abs = value.abs();
+    if (abs == 0.0 || (1e-6..1e21).contains(&abs)) && !text.contains('e') {
+        // The common case: plain digits, as Go writes them but for zmij's
+        // `.0` on whole numbers.
+        out.push_str(text.strip_suffix(".0").unwrap_or(text));
+        return;
+    }
     let (negative, text) = match text.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, text),
@@ -77,7 +84,6 @@ pub fn format_float(value: f64, out: &mut String) {
         return;
     }
     let digits = String::from_utf8_lossy(&digits);
-    let abs = value.abs();
     if !(1e-6..1e21).contains(&abs) {
         // Go: 1e-07 is cleaned to 1e-7; positive exponents keep their sign.
         out.push_str(&digits[..1]);
@@ -419,6 +425,28 @@ pub fn encode_csv(results: &[StatementResult], epoch: Epoch) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    proptest::proptest! {
+        /// Every finite float prints as a JSON number that reads back as
+        /// the same float, in Go's layout (exponent form exactly outside
+        /// [1e-6, 1e21), no `.0` on whole numbers).
+        #[test]
+        fn format_float_reads_back(bits in proptest::num::u64::ANY, small in -1_000_000i64..1_000_000, scale in 0i32..12) {
+            for value in [f64::from_bits(bits), small as f64 / 10f64.powi(scale)] {
+                if !value.is_finite() {
+                    continue;
+                }
+                let mut out = String::new();
+                super::format_float(value, &mut out);
+                proptest::prop_assert_eq!(out.parse::<f64>().ok(), Some(value), "{}", out);
+                let abs = value.abs();
+                let exponent_form = abs != 0.0 && !(1e-6..1e21).contains(&abs);
+                proptest::prop_assert_eq!(out.contains('e'), exponent_form, "{}", out);
+                proptest::prop_assert!(!out.ends_with(".0"), "{}", out);
+                proptest::prop_assert!(serde_json::from_str::<serde_json::Value>(&out).is_ok(), "{}", out);
+            }
+        }
+    }
+
     #[test]
     // The tie cases are written as the exact binary values they are.
     #[allow(clippy::excessive_precision)]
