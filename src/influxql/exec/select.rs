@@ -413,11 +413,8 @@ pub(super) fn execute_select(
     if !non_time {
         return Err("at least 1 non-time field must be queried".into());
     }
-    if let Some(zone) = &select.timezone {
-        if !zone.eq_ignore_ascii_case("UTC") {
-            return Err(format!("tz('{zone}'): only tz('UTC') is supported yet"));
-        }
-    }
+    // A zone whose offset is always zero changes nothing: UTC path.
+    let zone = select.timezone.as_ref().filter(|zone| !zone.is_utc());
     let aggregate = select
         .fields
         .iter()
@@ -434,7 +431,11 @@ pub(super) fn execute_select(
     for field in &select.fields {
         check_known_calls(&field.expr)?;
     }
-    let plan = plan_condition(select.condition.as_ref(), context.now)?;
+    let plan = plan_condition(
+        select.condition.as_ref(),
+        context.now,
+        select.timezone.as_ref(),
+    )?;
     let counters = Counters::default();
     let mut out = Vec::new();
     for source in &select.sources {
@@ -498,6 +499,7 @@ pub(super) fn execute_select(
                 plan: &plan,
                 source: data.as_ref(),
                 measurement: &measurement,
+                zone,
                 now: context.now,
                 limits: &context.limits,
                 counters: &counters,
@@ -510,7 +512,9 @@ pub(super) fn execute_select(
             out.extend(series);
         }
     }
-    Ok(with_series(out))
+    let mut result = with_series(out);
+    result.zone = zone.cloned();
+    Ok(result)
 }
 
 fn check_known_calls(expr: &Expr) -> Result<()> {
@@ -605,6 +609,8 @@ struct MeasurementQuery<'a> {
     plan: &'a Plan,
     source: &'a dyn DataSource,
     measurement: &'a str,
+    /// `tz()`, unless UTC: GROUP BY time windows follow its local time.
+    zone: Option<&'a Zone>,
     now: i64,
     limits: &'a QueryLimits,
     counters: &'a Counters,
@@ -725,6 +731,7 @@ impl DataSource for StoredData<'_> {
             calls: names,
             indexes: shape.indexes.iter().map(|&i| i as u64).collect(),
             interval: shape.interval,
+            tz: shape.zone.map(|zone| zone.name().to_string()),
             min: range.0,
             max: range.1,
             origin: shape.origin,
@@ -1522,9 +1529,13 @@ impl MeasurementQuery<'_> {
             let mut computed: Vec<(i64, Vec<Reduced>, bool)> = Vec::new();
             if streaming {
                 let partials = self.stream_partials(&group, &calls, interval, &schema)?;
-                let first = partials.keys().next().copied();
-                for (window_start, _) in windows(interval, self.plan.min_time, max_time, first)? {
-                    let states = partials.get(&window_start);
+                let present: Vec<(i64, i64)> = partials
+                    .keys()
+                    .map(|&start| (start, self.window_end(start, interval)))
+                    .collect();
+                for window in self.windows(interval, max_time, &present)? {
+                    let window_start = window.stamp;
+                    let states = window.range.and_then(|(start, _)| partials.get(&start));
                     let mut results = Vec::with_capacity(calls.len());
                     let mut has_points = false;
                     for (index, call) in calls.iter().enumerate() {
@@ -1561,13 +1572,10 @@ impl MeasurementQuery<'_> {
                 for list in points.values_mut() {
                     list.sort_by_key(|p| (p.time, p.member));
                 }
-                let first = points
-                    .values()
-                    .filter_map(|list| list.first().map(|p| p.time))
-                    .min();
-                for (window_start, window_end) in
-                    windows(interval, self.plan.min_time, max_time, first)?
-                {
+                let present = self.present_windows(&points, interval);
+                for window in self.windows(interval, max_time, &present)? {
+                    let window_start = window.stamp;
+                    let (from, to) = window.range.unwrap_or((window_start, window_start));
                     let mut results: Vec<Reduced> = Vec::with_capacity(calls.len());
                     let mut has_points = false;
                     for call in &calls {
@@ -1575,9 +1583,9 @@ impl MeasurementQuery<'_> {
                         let in_window: &[Point] = points
                             .get(&field)
                             .map(|list| {
-                                let from = list.partition_point(|p| p.time < window_start);
-                                let to = list.partition_point(|p| p.time < window_end);
-                                &list[from..to]
+                                let first = list.partition_point(|p| p.time < from);
+                                let last = list.partition_point(|p| p.time < to);
+                                &list[first..last.max(first)]
                             })
                             .unwrap_or(&[]);
                         let known = schema.fields.contains_key(&field);
@@ -1617,10 +1625,103 @@ impl MeasurementQuery<'_> {
                 // A group without a single point in range is no series.
                 continue;
             }
-            let rows = self.fill_and_transform(&columns, &calls, rows, interval.is_some())?;
+            let rows = self.fill_and_transform(
+                &columns,
+                &calls,
+                rows,
+                interval.map(|(length, _)| length),
+            )?;
             groups.push((group.tag_values, column_names.clone(), rows));
         }
         Ok(self.finish(&group_tags, groups))
+    }
+
+    /// The rows of a group's windows, from the windows that hold points
+    /// (`present`, ascending `(start, end)`): in UTC every window from the
+    /// one of the lower bound (or of the first point) to the one of the upper
+    /// bound; in a zone, the rows of InfluxDB's fill iterator.
+    fn windows(
+        &self,
+        interval: Option<(i64, i64)>,
+        max_time: i64,
+        present: &[(i64, i64)],
+    ) -> Result<Vec<Window>> {
+        if let (Some(zone), Some((length, shift))) = (self.zone, interval) {
+            if length <= 0 {
+                return Err("invalid duration".into());
+            }
+            let starts: Vec<i64> = present.iter().map(|&(start, _)| start).collect();
+            let rows = zone.fill_times(
+                (length, shift),
+                (self.plan.min_time, max_time),
+                &starts,
+                self.select.descending,
+                MAX_BUCKETS,
+            )?;
+            return Ok(rows
+                .into_iter()
+                .map(|(stamp, index)| Window {
+                    stamp,
+                    range: index.and_then(|index| present.get(index).copied()),
+                })
+                .collect());
+        }
+        let first = present.first().map(|&(start, _)| start);
+        Ok(windows(interval, self.plan.min_time, max_time, first)?
+            .into_iter()
+            .map(|(start, end)| Window {
+                stamp: start,
+                range: Some((start, end)),
+            })
+            .collect())
+    }
+
+    /// The end of the window that starts at `start` (only needed in a zone).
+    fn window_end(&self, start: i64, interval: Option<(i64, i64)>) -> i64 {
+        match (self.zone, interval) {
+            (Some(zone), Some((length, shift))) if length > 0 => {
+                zone.window(start, length, shift).1
+            }
+            _ => start,
+        }
+    }
+
+    /// The windows that hold the points (ascending `(start, end)`). In a
+    /// zone, as InfluxDB reduces: the window of the first point takes every
+    /// point before its end, the next point opens the next window. In UTC
+    /// only the first point matters (windows are then enumerated).
+    fn present_windows(
+        &self,
+        points: &BTreeMap<String, Vec<Point>>,
+        interval: Option<(i64, i64)>,
+    ) -> Vec<(i64, i64)> {
+        let (Some(zone), Some((length, shift))) = (self.zone, interval) else {
+            return points
+                .values()
+                .filter_map(|list| list.first().map(|p| p.time))
+                .min()
+                .map(|first| vec![(first, first)])
+                .unwrap_or_default();
+        };
+        if length <= 0 {
+            return Vec::new();
+        }
+        let mut times: Vec<i64> = points
+            .values()
+            .flat_map(|list| list.iter().map(|p| p.time))
+            .collect();
+        times.sort_unstable();
+        times.dedup();
+        let mut present: Vec<(i64, i64)> = Vec::new();
+        for time in times {
+            if let Some(&(start, end)) = present.last() {
+                if start <= time && time < end {
+                    continue;
+                }
+            }
+            present.push(zone.window(time, length, shift));
+        }
+        present
     }
 
     /// Read a group's points and fold them into a partial state per window
@@ -1657,6 +1758,7 @@ impl MeasurementQuery<'_> {
                     calls,
                     indexes,
                     interval,
+                    zone: self.zone,
                     origin,
                     member,
                 };
@@ -1769,13 +1871,16 @@ impl MeasurementQuery<'_> {
         columns: &[OutColumn],
         calls: &[Expr],
         rows: Vec<Row>,
-        by_time: bool,
+        interval: Option<i64>,
     ) -> Result<Vec<Vec<Cell>>> {
+        let by_time = interval.is_some();
         let width = columns.len() + 1;
         if rows.iter().any(|row| row.empty.is_none()) {
             return Ok(rows.into_iter().map(|row| row.cells).collect());
         }
         let mut out: Vec<Vec<Cell>> = Vec::with_capacity(rows.len());
+        // Which rows of `out` are filled (windows without points).
+        let mut filled: Vec<bool> = Vec::with_capacity(rows.len());
         let fill = self.select.fill.clone().unwrap_or(Fill::Null);
         let count_columns: Vec<bool> = columns
             .iter()
@@ -1819,21 +1924,23 @@ impl MeasurementQuery<'_> {
                             };
                         }
                     }
-                    Fill::Previous => {
-                        if let Some(previous) = out.last() {
-                            row[1..width].clone_from_slice(&previous[1..width]);
-                        }
-                    }
-                    Fill::Linear => {}
+                    Fill::Previous | Fill::Linear => {}
                 }
             } else if !by_time && empty {
                 // Without GROUP BY time an aggregate over no point is no row.
                 continue;
             }
+            filled.push(empty);
             out.push(row);
         }
-        if matches!(fill, Fill::Linear) && by_time {
-            linear_fill(&mut out, width);
+        // As InfluxDB's fill iterator, these run in the query's order: in a
+        // descending query the previous value is the later one.
+        if let Some(interval) = interval {
+            match fill {
+                Fill::Previous => previous_fill(&mut out, &filled, width, self.select.descending),
+                Fill::Linear => linear_fill(&mut out, width, interval, self.select.descending),
+                _ => {}
+            }
         }
         // Transformations over the window rows.
         for (index, column) in columns.iter().enumerate() {
@@ -2112,6 +2219,8 @@ pub(crate) struct PartialShape<'a> {
     calls: &'a [Expr],
     indexes: &'a [usize],
     interval: Option<(i64, i64)>,
+    /// `tz()` (not UTC): windows follow its local time.
+    zone: Option<&'a Zone>,
     origin: i64,
     member: usize,
 }
@@ -2124,10 +2233,22 @@ fn fold_partials(
     let mut partials: BTreeMap<i64, Vec<Partial>> = BTreeMap::new();
     let mut current: Option<i64> = None;
     let mut states: Option<&mut Vec<Partial>> = None;
+    // In a zone: the window of the current point, which takes the points
+    // before its end (as InfluxDB reduces), so a zone is looked up once per
+    // window, not per point.
+    let mut zoned: Option<(i64, i64)> = None;
     for (time, value) in values {
-        let start = match shape.interval {
-            Some((length, offset)) => (time - offset).div_euclid(length) * length + offset,
-            None => shape.origin,
+        let start = match (shape.interval, shape.zone) {
+            (Some((length, offset)), Some(zone)) if length > 0 => match zoned {
+                Some((start, end)) if start <= time && time < end => start,
+                _ => {
+                    let window = zone.window(time, length, offset);
+                    zoned = Some(window);
+                    window.0
+                }
+            },
+            (Some((length, offset)), _) => (time - offset).div_euclid(length) * length + offset,
+            (None, _) => shape.origin,
         };
         if current != Some(start) || states.is_none() {
             current = Some(start);
@@ -2165,10 +2286,16 @@ pub(crate) fn series_partials(
     field: &str,
     call_names: &[String],
     indexes: &[usize],
-    interval: Option<(i64, i64)>,
+    (interval, zone): (Option<(i64, i64)>, Option<&str>),
     (min, max, origin): (i64, i64, i64),
     member: usize,
 ) -> std::result::Result<(u64, Vec<u8>), String> {
+    let zone = match zone {
+        Some(name) => {
+            Some(Zone::load(name).ok_or_else(|| format!("unable to find time zone {name}"))?)
+        }
+        None => None,
+    };
     let calls: Vec<Expr> = call_names
         .iter()
         .map(|name| Expr::Call {
@@ -2184,6 +2311,7 @@ pub(crate) fn series_partials(
         calls: &calls,
         indexes,
         interval,
+        zone: zone.as_ref(),
         origin,
         member,
     };
@@ -2384,6 +2512,13 @@ impl Partial {
             _ => one(Cell::Null),
         }
     }
+}
+
+/// One row of an aggregate: its time and, for a window that holds points,
+/// the window's bounds.
+struct Window {
+    stamp: i64,
+    range: Option<(i64, i64)>,
 }
 
 /// An output row of an aggregate query; `empty` says whether every
@@ -2785,26 +2920,98 @@ fn windows(
     Ok(out)
 }
 
-fn linear_fill(rows: &mut [Vec<Cell>], width: usize) {
+/// `fill(previous)`: a filled row takes the values of the last row with
+/// points before it, in the query's order.
+fn previous_fill(rows: &mut [Vec<Cell>], filled: &[bool], width: usize, descending: bool) {
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    if descending {
+        order.reverse();
+    }
+    let mut last: Option<usize> = None;
+    for index in order {
+        if !filled.get(index).copied().unwrap_or(false) {
+            last = Some(index);
+            continue;
+        }
+        if let Some(source) = last {
+            let values: Vec<Cell> = rows[source][1..width].to_vec();
+            rows[index][1..width].clone_from_slice(&values);
+        }
+    }
+}
+
+/// `fill(linear)`, as InfluxDB's fill iterator computes it: on the window
+/// times divided by the interval, from the previous value with points (in
+/// the query's order) towards the next; an integer column stays integer
+/// (truncated).
+fn linear_fill(rows: &mut [Vec<Cell>], width: usize, interval: i64, descending: bool) {
+    let interval = interval.max(1);
     for column in 1..width {
-        let known: Vec<(usize, f64)> = rows
+        let known: Vec<usize> = rows
             .iter()
             .enumerate()
-            .filter_map(|(i, row)| as_f64(&row[column]).map(|v| (i, v)))
+            .filter(|(_, row)| {
+                matches!(
+                    row[column],
+                    Cell::Float(_) | Cell::Integer(_) | Cell::Unsigned(_)
+                )
+            })
+            .map(|(index, _)| index)
             .collect();
         for pair in known.windows(2) {
-            let ((i0, v0), (i1, v1)) = (pair[0], pair[1]);
-            let (Cell::Time(t0), Cell::Time(t1)) = (rows[i0][0].clone(), rows[i1][0].clone())
+            let (previous, next) = if descending {
+                (pair[1], pair[0])
+            } else {
+                (pair[0], pair[1])
+            };
+            let (Cell::Time(previous_time), Cell::Time(next_time)) =
+                (&rows[previous][0], &rows[next][0])
             else {
                 continue;
             };
-            for row in rows.iter_mut().take(i1).skip(i0 + 1) {
-                if let Cell::Time(t) = row[0] {
-                    let value = v0 + (v1 - v0) * (t - t0) as f64 / (t1 - t0) as f64;
-                    row[column] = Cell::Float(value);
-                }
+            let (previous_time, next_time) = (previous_time / interval, next_time / interval);
+            let (previous_value, next_value) =
+                (rows[previous][column].clone(), rows[next][column].clone());
+            for index in pair[0] + 1..pair[1] {
+                let Cell::Time(time) = rows[index][0] else {
+                    continue;
+                };
+                rows[index][column] = linear(
+                    time / interval,
+                    (previous_time, next_time),
+                    &previous_value,
+                    &next_value,
+                );
             }
         }
+    }
+}
+
+/// InfluxDB's `linearFloat`/`linearInteger`/`linearUnsigned`.
+fn linear(
+    window: i64,
+    (previous_time, next_time): (i64, i64),
+    previous: &Cell,
+    next: &Cell,
+) -> Cell {
+    let span = next_time.wrapping_sub(previous_time) as f64;
+    let x = window.wrapping_sub(previous_time) as f64;
+    match (previous, next) {
+        (Cell::Integer(a), Cell::Integer(b)) => {
+            let m = b.wrapping_sub(*a) as f64 / span;
+            Cell::Integer((m * x + *a as f64) as i64)
+        }
+        (Cell::Unsigned(a), Cell::Unsigned(b)) => {
+            let m = b.wrapping_sub(*a) as f64 / span;
+            Cell::Unsigned((m * x + *a as f64) as u64)
+        }
+        _ => match (as_f64(previous), as_f64(next)) {
+            (Some(a), Some(b)) => {
+                let m = (b - a) / span;
+                Cell::Float(m * x + a)
+            }
+            _ => Cell::Null,
+        },
     }
 }
 
