@@ -609,7 +609,7 @@ fn handle_blocking(
                 &request.field,
                 &request.calls,
                 &indexes,
-                (request.interval, request.tz.as_deref()),
+                (request.interval, request.tz.as_deref(), request.descending),
                 (request.min, request.max, request.origin),
                 usize::try_from(request.member).unwrap_or(usize::MAX),
             )?;

@@ -96,6 +96,9 @@ pub struct PartialsRequest {
     /// replica that knows it answers `zoned`.
     #[serde(default)]
     pub tz: Option<String>,
+    /// ORDER BY time DESC: with `tz`, windows are found from the last point.
+    #[serde(default)]
+    pub descending: bool,
     pub min: i64,
     pub max: i64,
     /// Where windows start without GROUP BY time.

@@ -26,6 +26,8 @@ pub(crate) mod parser;
 #[cfg(test)]
 mod tests;
 pub mod zone;
+#[cfg(test)]
+mod zone_tests;
 
 pub use encode::{encode_csv, encode_json, encode_json_chunks};
 pub(crate) use exec::{series_partials, series_rows};

@@ -261,3 +261,104 @@ mod go_time {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOT_A_TIME: &str =
+        "invalid operation: time and *influxql.StringLiteral are not compatible";
+    const INVALID: &str = "invalid timestamp string";
+
+    /// 2016-01-01T00:00:00Z plus seconds.
+    fn at(seconds: i64) -> Result<i64> {
+        Ok((1_451_606_400 + seconds) * 1_000_000_000)
+    }
+
+    #[test]
+    fn strings_as_influxdb_reads_them() {
+        // Each answer recorded from InfluxDB 1.6.7 (`time = '…'`, no tz()).
+        for (text, expected) in [
+            ("2016-01-01", at(0)),
+            ("2016-01-01 6:00:00", at(6 * 3600)),
+            ("2016-01-01  00:00:00", at(0)),
+            ("2016-01-01T06:00:00.0Z", at(6 * 3600)),
+            ("2016-01-01T6:00:00Z", at(6 * 3600)),
+            ("2016-01-01T00:00:00-06:00", at(6 * 3600)),
+            ("2016-01-01 00:00:00,5", at(0).map(|t| t + 500_000_000)),
+            (
+                "2016-01-01 00:00:00.123456789",
+                at(0).map(|t| t + 123_456_789),
+            ),
+            ("2016-01-01 00:00:00.1234567891", Err(INVALID.into())),
+            ("2016-01-01T00:00:00", Err(INVALID.into())),
+            ("2016-01-01 00:00", Err(INVALID.into())),
+            ("2016-01-01 00:00:00Z", Err(INVALID.into())),
+            ("2016-02-30", Err(INVALID.into())),
+            ("2016-01-01 24:00:00", Err(INVALID.into())),
+            ("2016-01-01 06:00:00 ", Err(INVALID.into())),
+            ("2016-01-01t06:00:00z", Err(INVALID.into())),
+            ("2016-01-01 06:00:00.", Err(INVALID.into())),
+            ("2016-01-01T06:00:00+0000", Err(INVALID.into())),
+            ("2016-1-01", Err(NOT_A_TIME.into())),
+            ("garbage", Err(NOT_A_TIME.into())),
+            (
+                "0001-01-01",
+                Err("time 0001-01-01T00:00:00Z underflows time literal".into()),
+            ),
+            (
+                "2262-04-11 23:47:17",
+                Err("time 2262-04-11T23:47:17Z overflows time literal".into()),
+            ),
+            (
+                "9999-12-31T23:59:59Z",
+                Err("time 9999-12-31T23:59:59Z overflows time literal".into()),
+            ),
+            ("2262-04-11T23:47:17+01:00", Ok(9_223_368_437_000_000_000)),
+        ] {
+            assert_eq!(time_string(text, None), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn strings_without_offset_are_wall_clock_times_in_the_zone() {
+        // Recorded from InfluxDB 1.6.7 with tz('America/Chicago') and
+        // tz('Asia/Kolkata').
+        let chicago = Zone::load("America/Chicago").expect("zone");
+        let kolkata = Zone::load("Asia/Kolkata").expect("zone");
+        assert_eq!(time_string("2016-01-01", Some(&chicago)), at(6 * 3600));
+        assert_eq!(
+            time_string("2016-01-01 00:00:00", Some(&chicago)),
+            at(6 * 3600)
+        );
+        // Absolute times stay absolute.
+        assert_eq!(time_string("2016-01-01T00:00:00Z", Some(&chicago)), at(0));
+        assert_eq!(
+            time_string("2016-01-01T00:00:00-06:00", Some(&kolkata)),
+            at(6 * 3600)
+        );
+        // Skipped by the change to daylight time: 07:00Z; repeated by the
+        // change back: the first one (06:00Z).
+        assert_eq!(
+            time_string("2016-03-13 02:00:00", Some(&chicago)),
+            Ok(1_457_852_400_000_000_000)
+        );
+        assert_eq!(
+            time_string("2016-11-06 01:00:00", Some(&chicago)),
+            Ok(1_478_412_000_000_000_000)
+        );
+        assert_eq!(
+            time_string("0001-01-01", Some(&chicago)),
+            Err("time 0001-01-01T00:00:00-05:50 underflows time literal".into())
+        );
+        assert_eq!(
+            time_string("1677-09-20 19:12:43", Some(&kolkata)),
+            Err("time 1677-09-20T19:12:43+05:53 underflows time literal".into())
+        );
+        assert!(time_string("2262-04-11 23:47:17", Some(&kolkata)).is_ok());
+        assert_eq!(
+            time_string("2016-01-01T00:00:00", Some(&chicago)),
+            Err(INVALID.into())
+        );
+    }
+}

@@ -12,6 +12,8 @@ use crate::influxql::QueryLimits;
 use crate::storage::{SeriesFilter, Take};
 use rand::seq::IteratorRandom;
 
+mod zoned;
+
 /// Aggregates and selectors: they reduce the points of a window.
 const AGGREGATES: &[&str] = &[
     "count",
@@ -441,7 +443,16 @@ pub(super) fn execute_select(
     for source in &select.sources {
         let (data, measurements): (Box<dyn DataSource + '_>, Vec<String>) = match source {
             Source::Subquery(inner) => {
-                let inner = with_outer_time(inner, select, &plan);
+                let mut inner = with_outer_time(inner, select, &plan);
+                // As InfluxDB: a subquery's fill(null) is fill(none) (the outer
+                // query would skip its null rows anyway).
+                let by_time = inner
+                    .dimensions
+                    .iter()
+                    .any(|d| matches!(d, Dimension::Time { .. }));
+                if by_time && matches!(inner.fill, None | Some(Fill::Null)) {
+                    inner.fill = Some(Fill::None);
+                }
                 let result = execute_select(&inner, context, storage)?;
                 let data = SubqueryData::new(result.series);
                 let measurements = data.measurements()?;
@@ -732,6 +743,7 @@ impl DataSource for StoredData<'_> {
             indexes: shape.indexes.iter().map(|&i| i as u64).collect(),
             interval: shape.interval,
             tz: shape.zone.map(|zone| zone.name().to_string()),
+            descending: shape.descending,
             min: range.0,
             max: range.1,
             origin: shape.origin,
@@ -1522,20 +1534,43 @@ impl MeasurementQuery<'_> {
         // per window, and no point is kept (these states are also what a
         // replica will send for a coordinator to merge).
         let streaming = raw_fields.is_empty() && !row_filter && calls.iter().all(is_decomposable);
+        // In a zone, windows follow InfluxDB's reductions (see `zoned`).
+        let grid = match (self.zone, interval) {
+            (Some(zone), Some(interval)) => Some(
+                zoned::Grid::new(zone, interval, self.select.descending)
+                    .ok_or_else(|| "invalid duration".to_string())?,
+            ),
+            _ => None,
+        };
         let mut groups = Vec::new();
         for group in self.groups(&group_tags, &condition_fields)? {
+            if let (Some(grid), Some(interval)) = (&grid, interval) {
+                let inputs = zoned::Inputs {
+                    columns: &columns,
+                    calls: &calls,
+                    schema: &schema,
+                    raw_fields: &raw_fields,
+                    needed: &needed,
+                    read_fields: &read_fields,
+                    row_filter,
+                    // spread is reduced once over the points, as InfluxDB does.
+                    streaming: streaming && calls.iter().all(zoned::is_pushed_down),
+                    interval,
+                    range: (self.plan.min_time, max_time),
+                };
+                if let Some(rows) = self.zoned_rows(grid, &group, &inputs)? {
+                    groups.push((group.tag_values, column_names.clone(), rows));
+                }
+                continue;
+            }
             let mut rows_by_series: Vec<BTreeMap<i64, BTreeMap<String, Value>>> = Vec::new();
             // (window start, window end, results, whether the window saw a point)
             let mut computed: Vec<(i64, Vec<Reduced>, bool)> = Vec::new();
             if streaming {
                 let partials = self.stream_partials(&group, &calls, interval, &schema)?;
-                let present: Vec<(i64, i64)> = partials
-                    .keys()
-                    .map(|&start| (start, self.window_end(start, interval)))
-                    .collect();
-                for window in self.windows(interval, max_time, &present)? {
-                    let window_start = window.stamp;
-                    let states = window.range.and_then(|(start, _)| partials.get(&start));
+                let first = partials.keys().next().copied();
+                for (window_start, _) in windows(interval, self.plan.min_time, max_time, first)? {
+                    let states = partials.get(&window_start);
                     let mut results = Vec::with_capacity(calls.len());
                     let mut has_points = false;
                     for (index, call) in calls.iter().enumerate() {
@@ -1572,10 +1607,13 @@ impl MeasurementQuery<'_> {
                 for list in points.values_mut() {
                     list.sort_by_key(|p| (p.time, p.member));
                 }
-                let present = self.present_windows(&points, interval);
-                for window in self.windows(interval, max_time, &present)? {
-                    let window_start = window.stamp;
-                    let (from, to) = window.range.unwrap_or((window_start, window_start));
+                let first = points
+                    .values()
+                    .filter_map(|list| list.first().map(|p| p.time))
+                    .min();
+                for (window_start, window_end) in
+                    windows(interval, self.plan.min_time, max_time, first)?
+                {
                     let mut results: Vec<Reduced> = Vec::with_capacity(calls.len());
                     let mut has_points = false;
                     for call in &calls {
@@ -1583,9 +1621,9 @@ impl MeasurementQuery<'_> {
                         let in_window: &[Point] = points
                             .get(&field)
                             .map(|list| {
-                                let first = list.partition_point(|p| p.time < from);
-                                let last = list.partition_point(|p| p.time < to);
-                                &list[first..last.max(first)]
+                                let from = list.partition_point(|p| p.time < window_start);
+                                let to = list.partition_point(|p| p.time < window_end);
+                                &list[from..to]
                             })
                             .unwrap_or(&[]);
                         let known = schema.fields.contains_key(&field);
@@ -1636,94 +1674,6 @@ impl MeasurementQuery<'_> {
         Ok(self.finish(&group_tags, groups))
     }
 
-    /// The rows of a group's windows, from the windows that hold points
-    /// (`present`, ascending `(start, end)`): in UTC every window from the
-    /// one of the lower bound (or of the first point) to the one of the upper
-    /// bound; in a zone, the rows of InfluxDB's fill iterator.
-    fn windows(
-        &self,
-        interval: Option<(i64, i64)>,
-        max_time: i64,
-        present: &[(i64, i64)],
-    ) -> Result<Vec<Window>> {
-        if let (Some(zone), Some((length, shift))) = (self.zone, interval) {
-            if length <= 0 {
-                return Err("invalid duration".into());
-            }
-            let starts: Vec<i64> = present.iter().map(|&(start, _)| start).collect();
-            let rows = zone.fill_times(
-                (length, shift),
-                (self.plan.min_time, max_time),
-                &starts,
-                self.select.descending,
-                MAX_BUCKETS,
-            )?;
-            return Ok(rows
-                .into_iter()
-                .map(|(stamp, index)| Window {
-                    stamp,
-                    range: index.and_then(|index| present.get(index).copied()),
-                })
-                .collect());
-        }
-        let first = present.first().map(|&(start, _)| start);
-        Ok(windows(interval, self.plan.min_time, max_time, first)?
-            .into_iter()
-            .map(|(start, end)| Window {
-                stamp: start,
-                range: Some((start, end)),
-            })
-            .collect())
-    }
-
-    /// The end of the window that starts at `start` (only needed in a zone).
-    fn window_end(&self, start: i64, interval: Option<(i64, i64)>) -> i64 {
-        match (self.zone, interval) {
-            (Some(zone), Some((length, shift))) if length > 0 => {
-                zone.window(start, length, shift).1
-            }
-            _ => start,
-        }
-    }
-
-    /// The windows that hold the points (ascending `(start, end)`). In a
-    /// zone, as InfluxDB reduces: the window of the first point takes every
-    /// point before its end, the next point opens the next window. In UTC
-    /// only the first point matters (windows are then enumerated).
-    fn present_windows(
-        &self,
-        points: &BTreeMap<String, Vec<Point>>,
-        interval: Option<(i64, i64)>,
-    ) -> Vec<(i64, i64)> {
-        let (Some(zone), Some((length, shift))) = (self.zone, interval) else {
-            return points
-                .values()
-                .filter_map(|list| list.first().map(|p| p.time))
-                .min()
-                .map(|first| vec![(first, first)])
-                .unwrap_or_default();
-        };
-        if length <= 0 {
-            return Vec::new();
-        }
-        let mut times: Vec<i64> = points
-            .values()
-            .flat_map(|list| list.iter().map(|p| p.time))
-            .collect();
-        times.sort_unstable();
-        times.dedup();
-        let mut present: Vec<(i64, i64)> = Vec::new();
-        for time in times {
-            if let Some(&(start, end)) = present.last() {
-                if start <= time && time < end {
-                    continue;
-                }
-            }
-            present.push(zone.window(time, length, shift));
-        }
-        present
-    }
-
     /// Read a group's points and fold them into a partial state per window
     /// and call, keyed by window start.
     fn stream_partials(
@@ -1733,6 +1683,32 @@ impl MeasurementQuery<'_> {
         interval: Option<(i64, i64)>,
         schema: &Schema,
     ) -> Result<BTreeMap<i64, Vec<Partial>>> {
+        let mut partials: BTreeMap<i64, Vec<Partial>> = BTreeMap::new();
+        self.series_states(group, calls, interval, schema, |_, indexes, own| {
+            for (window, states) in own {
+                let target = partials
+                    .entry(window)
+                    .or_insert_with(|| calls.iter().map(Partial::for_call).collect());
+                for &index in indexes {
+                    if let (Some(into), Some(from)) = (target.get_mut(index), states.get(index)) {
+                        into.merge(from);
+                    }
+                }
+            }
+        })?;
+        Ok(partials)
+    }
+
+    /// The partial states of each series of a group, one field at a time:
+    /// `each(member, indexes of the calls on the field, states by window)`.
+    fn series_states(
+        &self,
+        group: &Group,
+        calls: &[Expr],
+        interval: Option<(i64, i64)>,
+        schema: &Schema,
+        mut each: impl FnMut(usize, &[usize], BTreeMap<i64, Vec<Partial>>),
+    ) -> Result<()> {
         let mut by_field: Vec<(String, Vec<usize>)> = Vec::new();
         for (index, call) in calls.iter().enumerate() {
             let Some(field) = call_field(call) else {
@@ -1749,7 +1725,6 @@ impl MeasurementQuery<'_> {
         // Each series' states are computed alone (here, or by a replica that
         // holds it) and then merged in series order: the same arithmetic
         // whichever node answers.
-        let mut partials: BTreeMap<i64, Vec<Partial>> = BTreeMap::new();
         let origin = self.plan.min_time;
         for (member, series) in group.series.iter().enumerate() {
             for (field, indexes) in &by_field {
@@ -1759,6 +1734,7 @@ impl MeasurementQuery<'_> {
                     indexes,
                     interval,
                     zone: self.zone,
+                    descending: self.select.descending,
                     origin,
                     member,
                 };
@@ -1769,20 +1745,10 @@ impl MeasurementQuery<'_> {
                     }
                     None => fold_partials(self.read_limited(series, field)?, &shape),
                 };
-                for (window, states) in own {
-                    let target = partials
-                        .entry(window)
-                        .or_insert_with(|| calls.iter().map(Partial::for_call).collect());
-                    for &index in indexes {
-                        if let (Some(into), Some(from)) = (target.get_mut(index), states.get(index))
-                        {
-                            into.merge(from);
-                        }
-                    }
-                }
+                each(member, indexes, own);
             }
         }
-        Ok(partials)
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1886,9 +1852,23 @@ impl MeasurementQuery<'_> {
             .iter()
             .map(|c| matches!(strip_transform(&c.expr), Expr::Call { name, .. } if name == "count"))
             .collect();
+        // A number fills a column in the type of its values (InfluxDB casts
+        // the fill value to the call's type); a column without any value
+        // by the call.
         let integer_columns: Vec<bool> = columns
             .iter()
-            .map(|c| integer_result(strip_transform(&c.expr), calls))
+            .enumerate()
+            .map(|(index, c)| {
+                let typed = rows
+                    .iter()
+                    .filter(|row| row.empty == Some(false))
+                    .find_map(|row| match row.cells.get(index + 1) {
+                        Some(Cell::Integer(_) | Cell::Unsigned(_)) => Some(true),
+                        Some(Cell::Float(_)) => Some(false),
+                        _ => None,
+                    });
+                typed.unwrap_or_else(|| integer_result(strip_transform(&c.expr), calls))
+            })
             .collect();
         for Row {
             cells: mut row,
@@ -1942,15 +1922,7 @@ impl MeasurementQuery<'_> {
                 _ => {}
             }
         }
-        // Transformations over the window rows.
-        for (index, column) in columns.iter().enumerate() {
-            if let Expr::Call { name, args } = &column.expr {
-                if TRANSFORMS.contains(&name.as_str()) {
-                    out = transform(name, args, out, index + 1)?;
-                }
-            }
-        }
-        Ok(out)
+        transform_columns(columns, out)
     }
 }
 
@@ -2219,8 +2191,10 @@ pub(crate) struct PartialShape<'a> {
     calls: &'a [Expr],
     indexes: &'a [usize],
     interval: Option<(i64, i64)>,
-    /// `tz()` (not UTC): windows follow its local time.
+    /// `tz()` (not UTC): windows follow its local time, and depend on the
+    /// order the query reads points in.
     zone: Option<&'a Zone>,
+    descending: bool,
     origin: i64,
     member: usize,
 }
@@ -2230,25 +2204,18 @@ fn fold_partials(
     values: Vec<(i64, Value)>,
     shape: &PartialShape<'_>,
 ) -> BTreeMap<i64, Vec<Partial>> {
+    if let (Some(interval), Some(zone)) = (shape.interval, shape.zone) {
+        if let Some(grid) = zoned::Grid::new(zone, interval, shape.descending) {
+            return zoned::fold_partials(&grid, values, shape);
+        }
+    }
     let mut partials: BTreeMap<i64, Vec<Partial>> = BTreeMap::new();
     let mut current: Option<i64> = None;
     let mut states: Option<&mut Vec<Partial>> = None;
-    // In a zone: the window of the current point, which takes the points
-    // before its end (as InfluxDB reduces), so a zone is looked up once per
-    // window, not per point.
-    let mut zoned: Option<(i64, i64)> = None;
     for (time, value) in values {
-        let start = match (shape.interval, shape.zone) {
-            (Some((length, offset)), Some(zone)) if length > 0 => match zoned {
-                Some((start, end)) if start <= time && time < end => start,
-                _ => {
-                    let window = zone.window(time, length, offset);
-                    zoned = Some(window);
-                    window.0
-                }
-            },
-            (Some((length, offset)), _) => (time - offset).div_euclid(length) * length + offset,
-            (None, _) => shape.origin,
+        let start = match shape.interval {
+            Some((length, offset)) => (time - offset).div_euclid(length) * length + offset,
+            None => shape.origin,
         };
         if current != Some(start) || states.is_none() {
             current = Some(start);
@@ -2286,7 +2253,7 @@ pub(crate) fn series_partials(
     field: &str,
     call_names: &[String],
     indexes: &[usize],
-    (interval, zone): (Option<(i64, i64)>, Option<&str>),
+    (interval, zone, descending): (Option<(i64, i64)>, Option<&str>, bool),
     (min, max, origin): (i64, i64, i64),
     member: usize,
 ) -> std::result::Result<(u64, Vec<u8>), String> {
@@ -2312,6 +2279,7 @@ pub(crate) fn series_partials(
         indexes,
         interval,
         zone: zone.as_ref(),
+        descending,
         origin,
         member,
     };
@@ -2514,13 +2482,6 @@ impl Partial {
     }
 }
 
-/// One row of an aggregate: its time and, for a window that holds points,
-/// the window's bounds.
-struct Window {
-    stamp: i64,
-    range: Option<(i64, i64)>,
-}
-
 /// An output row of an aggregate query; `empty` says whether every
 /// aggregate of its window saw no point (`None` for multi-row calls).
 struct Row {
@@ -2535,12 +2496,14 @@ struct Point {
     member: usize,
 }
 
+#[derive(Clone)]
 struct Item {
     time: Option<i64>,
     value: Cell,
     tags: Vec<Cell>,
 }
 
+#[derive(Clone)]
 enum Reduced {
     One {
         value: Cell,
@@ -2918,6 +2881,18 @@ fn windows(
         window += interval;
     }
     Ok(out)
+}
+
+/// Transformations over the window rows (ascending).
+fn transform_columns(columns: &[OutColumn], mut rows: Vec<Vec<Cell>>) -> Result<Vec<Vec<Cell>>> {
+    for (index, column) in columns.iter().enumerate() {
+        if let Expr::Call { name, args } = &column.expr {
+            if TRANSFORMS.contains(&name.as_str()) {
+                rows = transform(name, args, rows, index + 1)?;
+            }
+        }
+    }
+    Ok(rows)
 }
 
 /// `fill(previous)`: a filled row takes the values of the last row with
