@@ -132,6 +132,9 @@ impl Zone {
     /// change of offset is longer or shorter (unless the change is as long
     /// as the interval).
     pub fn window(&self, t: i64, interval: i64, shift: i64) -> (i64, i64) {
+        if interval <= 0 {
+            return (MIN_NANO_TIME, MAX_NANO_TIME);
+        }
         let t = t.wrapping_sub(shift);
         let zone = self.offset(t);
         let mut dt = t.wrapping_add(zone) % interval;
@@ -188,6 +191,9 @@ impl Zone {
         descending: bool,
         max_rows: i64,
     ) -> Result<Vec<(i64, Option<usize>)>, String> {
+        if interval <= 0 {
+            return Err("invalid duration".into());
+        }
         let Some(&first) = present.first() else {
             return Ok(Vec::new());
         };

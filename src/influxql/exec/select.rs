@@ -2947,11 +2947,11 @@ fn linear_fill(rows: &mut [Vec<Cell>], width: usize, interval: i64, descending: 
             let (previous_time, next_time) = (previous_time / interval, next_time / interval);
             let (previous_value, next_value) =
                 (rows[previous][column].clone(), rows[next][column].clone());
-            for index in pair[0] + 1..pair[1] {
-                let Cell::Time(time) = rows[index][0] else {
+            for row in rows.iter_mut().take(pair[1]).skip(pair[0] + 1) {
+                let Cell::Time(time) = row[0] else {
                     continue;
                 };
-                rows[index][column] = linear(
+                row[column] = linear(
                     time / interval,
                     (previous_time, next_time),
                     &previous_value,
