@@ -105,31 +105,25 @@ pub(super) fn fold_partials(
         times.reverse();
     }
     let sessions = grid.sessions(&times);
-    // The window of each point, in time order (none past the end of the
-    // reduction).
-    let mut starts: Vec<Option<i64>> = vec![None; values.len()];
-    for (start, range) in sessions {
-        for index in range {
-            let at = if grid.descending {
-                values.len() - 1 - index
-            } else {
-                index
-            };
-            if let Some(slot) = starts.get_mut(at) {
-                *slot = Some(start);
-            }
-        }
-    }
+    // Each session is a run of `values` (in time order): its points are
+    // added at once (none past the end of the reduction).
+    let count = values.len();
     let mut partials: BTreeMap<i64, Vec<Partial>> = BTreeMap::new();
-    for ((time, value), start) in values.into_iter().zip(starts) {
-        let Some(start) = start else { continue };
+    for (start, range) in sessions {
+        let run = if grid.descending {
+            count
+                .checked_sub(range.end)
+                .and_then(|from| values.get(from..from + range.len()))
+        } else {
+            values.get(range)
+        };
+        let Some(run) = run else { continue };
         let states = partials
             .entry(start)
             .or_insert_with(|| shape.calls.iter().map(Partial::for_call).collect());
-        let cell = cell_of(&value);
         for &index in shape.indexes {
             if let Some(state) = states.get_mut(index) {
-                state.add(&cell, time, shape.member);
+                state.add_run(run, shape.member);
             }
         }
     }
