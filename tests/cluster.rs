@@ -107,6 +107,11 @@ fn five_nodes_rf3_store_every_point_exactly_three_times() {
         "SELECT v, n FROM cpu WHERE n > 15 AND host = 'h010'",
         "SELECT count(v) FROM cpu WHERE v > 30.0 OR rack = 'r1' GROUP BY rack",
         "SELECT * FROM cpu WHERE v < 5 ORDER BY time DESC LIMIT 4",
+        // Zoned windows (+05:30 moves 7s windows) computed on the replicas.
+        "SELECT mean(v), max(v), first(v), count(n) FROM cpu WHERE time < 20s GROUP BY time(7s) tz('Asia/Kolkata')",
+        "SELECT count(v), last(n) FROM cpu WHERE time < 20s GROUP BY time(7s), rack ORDER BY time DESC tz('Asia/Kolkata')",
+        // Transformations of zoned windows, one window early.
+        "SELECT derivative(mean(v)), difference(count(n)), max(v) FROM cpu WHERE time >= 5s AND time < 20s GROUP BY time(7s) tz('Asia/Kolkata')",
     ];
     for q in queries {
         let first = query(&cluster.url(0), "db", q);
@@ -119,6 +124,23 @@ fn five_nodes_rf3_store_every_point_exactly_three_times() {
             );
         }
     }
+    let zoned = query(
+        &cluster.url(2),
+        "db",
+        "SELECT count(v) FROM cpu WHERE time < 20s GROUP BY time(7s) tz('Asia/Kolkata')",
+    );
+    // As InfluxDB 1.6.7 answers for these points: windows start at
+    // multiples of 7s of local time (+05:30), so at -4s, 3s, 10s and 17s.
+    assert_eq!(
+        zoned["results"][0]["series"][0]["values"],
+        serde_json::json!([
+            ["1970-01-01T05:29:56+05:30", 180],
+            ["1970-01-01T05:30:03+05:30", 420],
+            ["1970-01-01T05:30:10+05:30", 420],
+            ["1970-01-01T05:30:17+05:30", 180]
+        ]),
+        "{zoned}"
+    );
     let count = query(&cluster.url(3), "db", "SELECT count(v) FROM cpu");
     assert_eq!(count["results"][0]["series"][0]["values"][0][1], 1200);
     // Aggregates and filters of series held elsewhere ran on their replicas.

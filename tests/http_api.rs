@@ -220,3 +220,82 @@ fn long_series_are_partial_and_floats_print_as_go_does() {
         "{text}"
     );
 }
+
+#[test]
+fn time_zones_over_http() {
+    // Every expected body here was recorded from InfluxDB 1.6.7 given the
+    // same points.
+    let node = common::Node::start();
+    let url = node.url();
+    assert_eq!(common::post_query(&url, "CREATE DATABASE tz").0, 200);
+    let body: String = [-7_i64, -6, -5, -1, 0, 1, 5, 6, 7]
+        .iter()
+        .map(|h| {
+            format!(
+                "jan value={h}.0 {}\n",
+                (1_451_606_400 + h * 3_600) * 1_000_000_000
+            )
+        })
+        .collect();
+    assert_eq!(common::write(&url, "tz", &body).0, 204);
+    let get = |params: &[(&str, &str)], accept: Option<&str>| {
+        let mut request = agent().get(&format!("{url}/query?{}", common::encode(params)));
+        if let Some(accept) = accept {
+            request = request.set("Accept", accept);
+        }
+        match request.call() {
+            Ok(response) => (
+                response.status(),
+                response.header("X-Influxdb-Error").map(str::to_string),
+                response.into_string().expect("body"),
+            ),
+            Err(ureq::Error::Status(status, response)) => (
+                status,
+                response.header("X-Influxdb-Error").map(str::to_string),
+                response.into_string().expect("body"),
+            ),
+            Err(error) => panic!("{error}"),
+        }
+    };
+    let q = "SELECT value FROM jan WHERE time >= '2016-01-01 00:00:00' tz('America/Chicago')";
+    assert_eq!(
+        get(&[("db", "tz"), ("q", q)], None),
+        (
+            200,
+            None,
+            "{\"results\":[{\"statement_id\":0,\"series\":[{\"name\":\"jan\",\"columns\":[\"time\",\"value\"],\"values\":[[\"2016-01-01T00:00:00-06:00\",6],[\"2016-01-01T01:00:00-06:00\",7]]}]}]}\n".to_string()
+        )
+    );
+    // epoch= is unchanged by the zone.
+    assert_eq!(
+        get(&[("db", "tz"), ("q", q), ("epoch", "s")], None).2,
+        "{\"results\":[{\"statement_id\":0,\"series\":[{\"name\":\"jan\",\"columns\":[\"time\",\"value\"],\"values\":[[1451628000,6],[1451631600,7]]}]}]}\n"
+    );
+    // Chunks carry the offset too; CSV times stay integers.
+    let q = "SELECT value FROM jan WHERE time >= '2016-01-01T00:00:00Z' tz('Asia/Kolkata')";
+    assert_eq!(
+        get(&[("db", "tz"), ("q", q), ("chunked", "true"), ("chunk_size", "2")], None).2,
+        concat!(
+            "{\"results\":[{\"statement_id\":0,\"series\":[{\"name\":\"jan\",\"columns\":[\"time\",\"value\"],\"values\":[[\"2016-01-01T05:30:00+05:30\",0],[\"2016-01-01T06:30:00+05:30\",1]],\"partial\":true}],\"partial\":true}]}\n",
+            "{\"results\":[{\"statement_id\":0,\"series\":[{\"name\":\"jan\",\"columns\":[\"time\",\"value\"],\"values\":[[\"2016-01-01T10:30:00+05:30\",5],[\"2016-01-01T11:30:00+05:30\",6]],\"partial\":true}],\"partial\":true}]}\n",
+            "{\"results\":[{\"statement_id\":0,\"series\":[{\"name\":\"jan\",\"columns\":[\"time\",\"value\"],\"values\":[[\"2016-01-01T12:30:00+05:30\",7]]}]}]}\n"
+        )
+    );
+    let q = "SELECT value FROM jan WHERE time >= '2016-01-01T05:00:00Z' tz('Asia/Kolkata')";
+    assert_eq!(
+        get(&[("db", "tz"), ("q", q)], Some("application/csv")).2,
+        "name,tags,time,value\njan,,1451624400000000000,5\njan,,1451628000000000000,6\njan,,1451631600000000000,7\n"
+    );
+    // An unknown zone fails the whole query with 400, as a parse error.
+    let q =
+        "SELECT value FROM jan tz('America/Chicago'); SELECT value FROM jan tz('Nowhere/Bogus')";
+    assert_eq!(
+        get(&[("db", "tz"), ("q", q)], None),
+        (
+            400,
+            Some("error parsing query: unable to find time zone Nowhere/Bogus".to_string()),
+            "{\"error\":\"error parsing query: unable to find time zone Nowhere/Bogus\"}\n"
+                .to_string()
+        )
+    );
+}

@@ -474,9 +474,12 @@ impl Cluster {
     /// which merge points by version).
     pub fn partials(&self, request: PartialsRequest) -> Result<Option<(u64, Vec<u8>)>, String> {
         let (db, key) = (request.db.clone(), request.series_key.clone());
+        let zoned_request = request.tz.is_some();
         match self.pushdown(&db, &key, Request::Partials(request))? {
             None => Ok(None),
-            Some(Response::Partials { points, states }) => Ok(Some((points, states))),
+            // A replica that did not apply the zone: fold its points here.
+            Some(Response::Partials { zoned: false, .. }) if zoned_request => Ok(None),
+            Some(Response::Partials { points, states, .. }) => Ok(Some((points, states))),
             Some(_) => Err("unexpected answer to a partials request".into()),
         }
     }
@@ -591,6 +594,7 @@ fn handle_blocking(
                 return Ok(Response::Partials {
                     points: 0,
                     states: rmp_serde::to_vec(&Vec::<()>::new()).map_err(|e| e.to_string())?,
+                    zoned: true,
                 });
             };
             let indexes: Vec<usize> = request
@@ -605,11 +609,15 @@ fn handle_blocking(
                 &request.field,
                 &request.calls,
                 &indexes,
-                request.interval,
+                (request.interval, request.tz.as_deref(), request.descending),
                 (request.min, request.max, request.origin),
                 usize::try_from(request.member).unwrap_or(usize::MAX),
             )?;
-            Ok(Response::Partials { points, states })
+            Ok(Response::Partials {
+                points,
+                states,
+                zoned: true,
+            })
         }
         Request::Rows(request) => {
             let ids = storage

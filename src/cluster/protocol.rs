@@ -71,6 +71,10 @@ pub enum Response {
         points: u64,
         #[serde(with = "serde_bytes")]
         states: Vec<u8>,
+        /// The windows follow the request's `tz` (an older replica ignores
+        /// it: its states are then not used).
+        #[serde(default)]
+        zoned: bool,
     },
     Schema(SchemaState),
     Done,
@@ -88,6 +92,13 @@ pub struct PartialsRequest {
     pub indexes: Vec<u64>,
     /// GROUP BY time (length, offset).
     pub interval: Option<(i64, i64)>,
+    /// `tz()` of the query (not UTC): windows follow its local time. A
+    /// replica that knows it answers `zoned`.
+    #[serde(default)]
+    pub tz: Option<String>,
+    /// ORDER BY time DESC: with `tz`, windows are found from the last point.
+    #[serde(default)]
+    pub descending: bool,
     pub min: i64,
     pub max: i64,
     /// Where windows start without GROUP BY time.

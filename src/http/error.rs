@@ -71,13 +71,15 @@ impl ResponseError for ApiError {
             ApiError::Unavailable(_) => tracing::warn!(error = %text, "request failed"),
             _ => {}
         }
-        let body = serde_json::json!({ "error": text });
+        // InfluxDB's JSON encoder ends the body with a newline.
+        let mut body = serde_json::json!({ "error": text }).to_string();
+        body.push('\n');
         let mut response = HttpResponse::build(self.status_code());
         if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&text.replace('\n', " "))
         {
             response.insert_header(("X-Influxdb-Error", value));
         }
-        response.json(body)
+        response.content_type("application/json").body(body)
     }
 }
 

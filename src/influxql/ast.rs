@@ -182,7 +182,8 @@ pub struct SelectStatement {
     pub offset: u64,
     pub slimit: u64,
     pub soffset: u64,
-    pub timezone: Option<String>,
+    /// `tz('…')`, loaded when the statement is parsed.
+    pub timezone: Option<super::zone::Zone>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -511,7 +512,7 @@ impl Display for SelectStatement {
             write!(f, " SOFFSET {}", self.soffset)?;
         }
         if let Some(timezone) = &self.timezone {
-            write!(f, " tz({})", QuotedString(timezone))?;
+            write!(f, " tz({})", QuotedString(timezone.name()))?;
         }
         Ok(())
     }

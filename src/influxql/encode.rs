@@ -3,39 +3,12 @@
 
 use std::fmt::Write as _;
 
-use chrono::{DateTime, Datelike, Timelike, Utc};
-
+use super::zone::{format_rfc3339, Zone};
 use super::{Cell, Epoch, ResultSeries, StatementResult};
 
 /// Go's `time.RFC3339Nano`: fractional seconds without trailing zeros.
 pub fn format_time(nanos: i64) -> String {
-    let seconds = nanos.div_euclid(1_000_000_000);
-    let fraction = nanos.rem_euclid(1_000_000_000) as u32;
-    let Some(time) = DateTime::<Utc>::from_timestamp(seconds, fraction) else {
-        return nanos.to_string();
-    };
-    let mut out = String::with_capacity(30);
-    let _ = write!(
-        out,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-        time.year(),
-        time.month(),
-        time.day(),
-        time.hour(),
-        time.minute(),
-        time.second()
-    );
-    if fraction != 0 {
-        let mut digits = fraction;
-        let mut width = 9;
-        while digits.is_multiple_of(10) {
-            digits /= 10;
-            width -= 1;
-        }
-        let _ = write!(out, ".{digits:0width$}");
-    }
-    out.push('Z');
-    out
+    format_rfc3339(nanos, 0, true)
 }
 
 /// A float as Go's encoding/json writes it: the shortest digits that read
@@ -142,11 +115,14 @@ fn json_string(text: &str, out: &mut String) {
     out.push('"');
 }
 
-fn cell(value: &Cell, epoch: Epoch, out: &mut String) {
+fn cell(value: &Cell, epoch: Epoch, zone: Option<&Zone>, out: &mut String) {
     match value {
         Cell::Null => out.push_str("null"),
         Cell::Time(nanos) => match epoch {
-            Epoch::Rfc3339 => json_string(&format_time(*nanos), out),
+            Epoch::Rfc3339 => {
+                let offset = zone.map_or(0, |zone| zone.offset_seconds(*nanos));
+                json_string(&format_rfc3339(*nanos, offset, true), out)
+            }
             Epoch::Units(units) => {
                 let _ = write!(out, "{}", nanos / units.max(1));
             }
@@ -163,7 +139,7 @@ fn cell(value: &Cell, epoch: Epoch, out: &mut String) {
     }
 }
 
-fn series(series: &ResultSeries, epoch: Epoch, out: &mut String) {
+fn series(series: &ResultSeries, epoch: Epoch, zone: Option<&Zone>, out: &mut String) {
     out.push('{');
     let mut first = true;
     let mut key = |name: &str, out: &mut String| {
@@ -212,7 +188,7 @@ fn series(series: &ResultSeries, epoch: Epoch, out: &mut String) {
                 if index > 0 {
                     out.push(',');
                 }
-                cell(value, epoch, out);
+                cell(value, epoch, zone, out);
             }
             out.push(']');
         }
@@ -233,7 +209,7 @@ fn result(result: &StatementResult, epoch: Epoch, out: &mut String) {
             if index > 0 {
                 out.push(',');
             }
-            series(item, epoch, out);
+            series(item, epoch, result.zone.as_ref(), out);
         }
         out.push(']');
     }
@@ -322,6 +298,7 @@ pub fn encode_json_chunks(
                         values: rows.to_vec(),
                         partial: index + 1 < count,
                     }],
+                    zone: item.zone.clone(),
                     ..Default::default()
                 });
             }

@@ -9,11 +9,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use chrono::{NaiveDate, NaiveDateTime};
 use regex::Regex;
 
 use super::ast::*;
 use super::lexer::format_go_duration;
+use super::zone::Zone;
 use super::{Cell, QueryContext, ResultSeries, StatementResult};
 use crate::lineproto::{MAX_NANO_TIME, MIN_NANO_TIME};
 use crate::storage::{
@@ -481,7 +481,7 @@ fn delete(
 ) -> Result<StatementResult> {
     let db = database(&None, context)?;
     require_database(storage, db)?;
-    let plan = plan_condition(condition, context.now)?;
+    let plan = plan_condition(condition, context.now, None)?;
     let has_time = condition.is_some_and(mentions_time);
     if has_time && !time_allowed {
         return Err("DROP SERIES doesn't support time in WHERE clause".into());
@@ -794,46 +794,29 @@ fn mentions_time(expr: &Expr) -> bool {
         .any(|(name, _)| name.eq_ignore_ascii_case("time"))
 }
 
-/// A time literal: RFC3339 or `YYYY-MM-DD[ HH:MM:SS]` string, integer
-/// nanoseconds, `now()`, and sums/differences with durations.
-fn time_value(expr: &Expr, now: i64) -> Result<i64> {
+/// A time literal: a string (see [`time_string`]), integer nanoseconds,
+/// `now()`, and sums/differences with durations. Strings without an offset
+/// are wall-clock times in `zone` (the statement's `tz()`, else UTC).
+fn time_value(expr: &Expr, now: i64, zone: Option<&Zone>) -> Result<i64> {
     match expr {
-        Expr::String(text) => {
-            parse_time_string(text).ok_or_else(|| format!("invalid time literal: '{text}'"))
-        }
+        Expr::String(text) => time_string(text, zone),
         Expr::Integer(v) => Ok(*v),
         Expr::Number(v) => Ok(*v as i64),
         Expr::Duration(v) => Ok(*v),
         Expr::Call { name, args } if name == "now" && args.is_empty() => Ok(now),
-        Expr::Paren(inner) => time_value(inner, now),
+        Expr::Paren(inner) => time_value(inner, now, zone),
         Expr::Binary {
             op: BinaryOp::Add,
             lhs,
             rhs,
-        } => Ok(time_value(lhs, now)?.saturating_add(time_value(rhs, now)?)),
+        } => Ok(time_value(lhs, now, zone)?.saturating_add(time_value(rhs, now, zone)?)),
         Expr::Binary {
             op: BinaryOp::Sub,
             lhs,
             rhs,
-        } => Ok(time_value(lhs, now)?.saturating_sub(time_value(rhs, now)?)),
+        } => Ok(time_value(lhs, now, zone)?.saturating_sub(time_value(rhs, now, zone)?)),
         other => Err(format!("invalid time comparison: {other}")),
     }
-}
-
-pub fn parse_time_string(text: &str) -> Option<i64> {
-    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
-        return time.timestamp_nanos_opt();
-    }
-    for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
-        if let Ok(time) = NaiveDateTime::parse_from_str(text, format) {
-            return time.and_utc().timestamp_nanos_opt();
-        }
-    }
-    NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .ok()?
-        .and_hms_opt(0, 0, 0)?
-        .and_utc()
-        .timestamp_nanos_opt()
 }
 
 struct Plan {
@@ -845,7 +828,7 @@ struct Plan {
     nothing: bool,
 }
 
-fn plan_condition(condition: Option<&Expr>, now: i64) -> Result<Plan> {
+fn plan_condition(condition: Option<&Expr>, now: i64, zone: Option<&Zone>) -> Result<Plan> {
     let mut plan = Plan {
         min_time: MIN_NANO_TIME,
         max_time: MAX_NANO_TIME,
@@ -856,7 +839,7 @@ fn plan_condition(condition: Option<&Expr>, now: i64) -> Result<Plan> {
         return Ok(plan);
     };
     let mut residual = Vec::new();
-    collect_conjuncts(condition, &mut plan, &mut residual, now)?;
+    collect_conjuncts(condition, &mut plan, &mut residual, now, zone)?;
     plan.residual = residual
         .into_iter()
         .reduce(|a, b| Expr::binary(BinaryOp::And, a, b));
@@ -868,16 +851,17 @@ fn collect_conjuncts(
     plan: &mut Plan,
     residual: &mut Vec<Expr>,
     now: i64,
+    zone: Option<&Zone>,
 ) -> Result<()> {
     match expr {
-        Expr::Paren(inner) => collect_conjuncts(inner, plan, residual, now),
+        Expr::Paren(inner) => collect_conjuncts(inner, plan, residual, now, zone),
         Expr::Binary {
             op: BinaryOp::And,
             lhs,
             rhs,
         } => {
-            collect_conjuncts(lhs, plan, residual, now)?;
-            collect_conjuncts(rhs, plan, residual, now)
+            collect_conjuncts(lhs, plan, residual, now, zone)?;
+            collect_conjuncts(rhs, plan, residual, now, zone)
         }
         Expr::Binary { op, lhs, rhs }
             if matches!(
@@ -897,7 +881,7 @@ fn collect_conjuncts(
                 };
                 (flipped, lhs.as_ref())
             };
-            let value = time_value(other, now)?;
+            let value = time_value(other, now, zone)?;
             match op {
                 BinaryOp::Eq => {
                     plan.min_time = plan.min_time.max(value);
@@ -939,7 +923,10 @@ fn collect_conjuncts(
 
 // ---------------------------------------------------------------- SELECT
 
+mod literal;
 mod select;
+
+use literal::time_string;
 
 pub(crate) use select::{series_partials, series_rows};
 

@@ -25,6 +25,9 @@ pub mod lexer;
 pub(crate) mod parser;
 #[cfg(test)]
 mod tests;
+pub mod zone;
+#[cfg(test)]
+mod zone_tests;
 
 pub use encode::{encode_csv, encode_json, encode_json_chunks};
 pub(crate) use exec::{series_partials, series_rows};
@@ -123,6 +126,9 @@ pub struct StatementResult {
     pub messages: Vec<Message>,
     pub error: Option<String>,
     pub partial: bool,
+    /// `tz()` of a SELECT other than UTC: RFC3339 times are written with
+    /// its offset.
+    pub zone: Option<zone::Zone>,
 }
 
 /// Run every statement; after a failing statement the rest are "not executed".

@@ -3,6 +3,7 @@
 
 use super::ast::*;
 use super::lexer::{parse_duration, Kind, Lexer, Token};
+use super::zone::Zone;
 use super::ParseError;
 
 pub struct Parser<'a> {
@@ -619,7 +620,11 @@ impl<'a> Parser<'a> {
             if token.kind != Kind::Str {
                 return Err(self.unexpected(&token, "string"));
             }
-            statement.timezone = Some(token.text);
+            // As InfluxDB: an unknown zone fails the whole query (400).
+            let zone = Zone::load(&token.text).ok_or_else(|| ParseError {
+                message: format!("unable to find time zone {}", token.text),
+            })?;
+            statement.timezone = Some(zone);
             self.expect_punct(")")?;
         }
         Ok(statement)

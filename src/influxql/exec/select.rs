@@ -13,6 +13,7 @@ use crate::storage::{SeriesFilter, Take};
 use rand::seq::IteratorRandom;
 
 mod streams;
+mod zoned;
 
 /// Aggregates and selectors: they reduce the points of a window.
 const AGGREGATES: &[&str] = &[
@@ -479,11 +480,8 @@ pub(super) fn execute_select(
     if !non_time {
         return Err("at least 1 non-time field must be queried".into());
     }
-    if let Some(zone) = &select.timezone {
-        if !zone.eq_ignore_ascii_case("UTC") {
-            return Err(format!("tz('{zone}'): only tz('UTC') is supported yet"));
-        }
-    }
+    // A zone whose offset is always zero changes nothing: UTC path.
+    let zone = select.timezone.as_ref().filter(|zone| !zone.is_utc());
     let aggregate = select
         .fields
         .iter()
@@ -504,13 +502,26 @@ pub(super) fn execute_select(
     for field in &select.fields {
         check_known_calls(&field.expr)?;
     }
-    let plan = plan_condition(select.condition.as_ref(), context.now)?;
+    let plan = plan_condition(
+        select.condition.as_ref(),
+        context.now,
+        select.timezone.as_ref(),
+    )?;
     let counters = Counters::default();
     let mut out = Vec::new();
     for source in &select.sources {
         let (data, measurements): (Box<dyn DataSource + '_>, Vec<String>) = match source {
             Source::Subquery(inner) => {
-                let inner = with_outer_time(inner, select, &plan);
+                let mut inner = with_outer_time(inner, select, &plan);
+                // As InfluxDB: a subquery's fill(null) is fill(none) (the outer
+                // query would skip its null rows anyway).
+                let by_time = inner
+                    .dimensions
+                    .iter()
+                    .any(|d| matches!(d, Dimension::Time { .. }));
+                if by_time && matches!(inner.fill, None | Some(Fill::Null)) {
+                    inner.fill = Some(Fill::None);
+                }
                 let result = execute_select(&inner, context, storage)?;
                 let data = SubqueryData::new(result.series);
                 let measurements = data.measurements()?;
@@ -568,6 +579,7 @@ pub(super) fn execute_select(
                 plan: &plan,
                 source: data.as_ref(),
                 measurement: &measurement,
+                zone,
                 now: context.now,
                 limits: &context.limits,
                 counters: &counters,
@@ -582,7 +594,9 @@ pub(super) fn execute_select(
             out.extend(series);
         }
     }
-    Ok(with_series(out))
+    let mut result = with_series(out);
+    result.zone = zone.cloned();
+    Ok(result)
 }
 
 fn check_known_calls(expr: &Expr) -> Result<()> {
@@ -677,6 +691,8 @@ struct MeasurementQuery<'a> {
     plan: &'a Plan,
     source: &'a dyn DataSource,
     measurement: &'a str,
+    /// `tz()`, unless UTC: GROUP BY time windows follow its local time.
+    zone: Option<&'a Zone>,
     now: i64,
     limits: &'a QueryLimits,
     counters: &'a Counters,
@@ -803,6 +819,8 @@ impl DataSource for StoredData<'_> {
             calls: names,
             indexes: shape.indexes.iter().map(|&i| i as u64).collect(),
             interval: shape.interval,
+            tz: shape.zone.map(|zone| zone.name().to_string()),
+            descending: shape.descending,
             min: range.0,
             max: range.1,
             origin: shape.origin,
@@ -1534,8 +1552,35 @@ impl MeasurementQuery<'_> {
         // per window, and no point is kept (these states are also what a
         // replica will send for a coordinator to merge).
         let streaming = raw_fields.is_empty() && !row_filter && calls.iter().all(is_decomposable);
+        // In a zone, windows follow InfluxDB's reductions (see `zoned`).
+        let grid = match (self.zone, interval) {
+            (Some(zone), Some(interval)) => Some(
+                zoned::Grid::new(zone, interval, self.select.descending)
+                    .ok_or_else(|| "invalid duration".to_string())?,
+            ),
+            _ => None,
+        };
         let mut groups = Vec::new();
         for group in self.groups(&group_tags, &condition_fields)? {
+            if let (Some(grid), Some(interval)) = (&grid, interval) {
+                let inputs = zoned::Inputs {
+                    columns: &columns,
+                    calls: &calls,
+                    schema: &schema,
+                    raw_fields: &raw_fields,
+                    needed: &needed,
+                    read_fields: &read_fields,
+                    row_filter,
+                    // spread is reduced once over the points, as InfluxDB does.
+                    streaming: streaming && calls.iter().all(zoned::is_pushed_down),
+                    interval,
+                    range: (self.plan.min_time, max_time),
+                };
+                if let Some(rows) = self.zoned_rows(grid, &group, &inputs)? {
+                    groups.push((group.tag_values, column_names.clone(), rows));
+                }
+                continue;
+            }
             let mut rows_by_series: Vec<BTreeMap<i64, BTreeMap<String, Value>>> = Vec::new();
             // (window start, window end, results, whether the window saw a point)
             let mut computed: Vec<(i64, Vec<Reduced>, bool)> = Vec::new();
@@ -1636,7 +1681,7 @@ impl MeasurementQuery<'_> {
                 // A group without a single point in range is no series.
                 continue;
             }
-            let rows = self.fill(&columns, &calls, rows, interval.is_some());
+            let rows = self.fill(&columns, &calls, rows, interval.map(|(length, _)| length));
             groups.push((group.tag_values, column_names.clone(), rows));
         }
         Ok(self.finish(&group_tags, groups))
@@ -1651,6 +1696,24 @@ impl MeasurementQuery<'_> {
         interval: Option<(i64, i64)>,
         schema: &Schema,
     ) -> Result<BTreeMap<i64, Vec<Partial>>> {
+        // Sorted by window; each series' windows are merged in one pass.
+        let mut partials: Vec<(i64, Vec<Partial>)> = Vec::new();
+        self.series_states(group, calls, interval, schema, |_, indexes, own| {
+            merge_windows(&mut partials, own, indexes, calls);
+        })?;
+        Ok(partials.into_iter().collect())
+    }
+
+    /// The partial states of each series of a group, one field at a time:
+    /// `each(member, indexes of the calls on the field, states by window)`.
+    fn series_states(
+        &self,
+        group: &Group,
+        calls: &[Expr],
+        interval: Option<(i64, i64)>,
+        schema: &Schema,
+        mut each: impl FnMut(usize, &[usize], BTreeMap<i64, Vec<Partial>>),
+    ) -> Result<()> {
         let mut by_field: Vec<(String, Vec<usize>)> = Vec::new();
         for (index, call) in calls.iter().enumerate() {
             let Some(field) = call_field(call) else {
@@ -1667,8 +1730,6 @@ impl MeasurementQuery<'_> {
         // Each series' states are computed alone (here, or by a replica that
         // holds it) and then merged in series order: the same arithmetic
         // whichever node answers.
-        // Sorted by window; each series' windows are merged in one pass.
-        let mut partials: Vec<(i64, Vec<Partial>)> = Vec::new();
         let origin = self.plan.min_time;
         for (member, series) in group.series.iter().enumerate() {
             for (field, indexes) in &by_field {
@@ -1677,6 +1738,8 @@ impl MeasurementQuery<'_> {
                     calls,
                     indexes,
                     interval,
+                    zone: self.zone,
+                    descending: self.select.descending,
                     origin,
                     member,
                 };
@@ -1687,10 +1750,10 @@ impl MeasurementQuery<'_> {
                     }
                     None => fold_partials(self.read_limited(series, field)?, &shape),
                 };
-                merge_windows(&mut partials, own, indexes, calls);
+                each(member, indexes, own);
             }
         }
-        Ok(partials.into_iter().collect())
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1779,21 +1842,38 @@ impl MeasurementQuery<'_> {
         columns: &[OutColumn],
         calls: &[Expr],
         rows: Vec<Row>,
-        by_time: bool,
+        interval: Option<i64>,
     ) -> Vec<Vec<Cell>> {
+        let by_time = interval.is_some();
         let width = columns.len() + 1;
         if rows.iter().any(|row| row.empty.is_none()) {
             return rows.into_iter().map(|row| row.cells).collect();
         }
         let mut out: Vec<Vec<Cell>> = Vec::with_capacity(rows.len());
+        // Which rows of `out` are filled (windows without points).
+        let mut filled: Vec<bool> = Vec::with_capacity(rows.len());
         let fill = self.select.fill.clone().unwrap_or(Fill::Null);
         let count_columns: Vec<bool> = columns
             .iter()
             .map(|c| matches!(&c.expr, Expr::Call { name, .. } if name == "count"))
             .collect();
+        // A number fills a column in the type of its values (InfluxDB casts
+        // the fill value to the call's type); a column without any value
+        // by the call.
         let integer_columns: Vec<bool> = columns
             .iter()
-            .map(|c| integer_result(&c.expr, calls))
+            .enumerate()
+            .map(|(index, c)| {
+                let typed = rows
+                    .iter()
+                    .filter(|row| row.empty == Some(false))
+                    .find_map(|row| match row.cells.get(index + 1) {
+                        Some(Cell::Integer(_) | Cell::Unsigned(_)) => Some(true),
+                        Some(Cell::Float(_)) => Some(false),
+                        _ => None,
+                    });
+                typed.unwrap_or_else(|| integer_result(&c.expr, calls))
+            })
             .collect();
         for Row {
             cells: mut row,
@@ -1829,21 +1909,23 @@ impl MeasurementQuery<'_> {
                             };
                         }
                     }
-                    Fill::Previous => {
-                        if let Some(previous) = out.last() {
-                            row[1..width].clone_from_slice(&previous[1..width]);
-                        }
-                    }
-                    Fill::Linear => {}
+                    Fill::Previous | Fill::Linear => {}
                 }
             } else if !by_time && empty {
                 // Without GROUP BY time an aggregate over no point is no row.
                 continue;
             }
+            filled.push(empty);
             out.push(row);
         }
-        if matches!(fill, Fill::Linear) && by_time {
-            linear_fill(&mut out, width);
+        // As InfluxDB's fill iterator, these run in the query's order: in a
+        // descending query the previous value is the later one.
+        if let Some(interval) = interval {
+            match fill {
+                Fill::Previous => previous_fill(&mut out, &filled, width, self.select.descending),
+                Fill::Linear => linear_fill(&mut out, width, interval, self.select.descending),
+                _ => {}
+            }
         }
         out
     }
@@ -2104,6 +2186,10 @@ pub(crate) struct PartialShape<'a> {
     calls: &'a [Expr],
     indexes: &'a [usize],
     interval: Option<(i64, i64)>,
+    /// `tz()` (not UTC): windows follow its local time, and depend on the
+    /// order the query reads points in.
+    zone: Option<&'a Zone>,
+    descending: bool,
     origin: i64,
     member: usize,
 }
@@ -2113,6 +2199,11 @@ fn fold_partials(
     values: Vec<(i64, Value)>,
     shape: &PartialShape<'_>,
 ) -> BTreeMap<i64, Vec<Partial>> {
+    if let (Some(interval), Some(zone)) = (shape.interval, shape.zone) {
+        if let Some(grid) = zoned::Grid::new(zone, interval, shape.descending) {
+            return zoned::fold_partials(&grid, values, shape);
+        }
+    }
     // Windows come in ascending order: a vector, then a map built in bulk.
     let mut partials: Vec<(i64, Vec<Partial>)> = Vec::new();
     let window_of = |time: i64| match shape.interval {
@@ -2237,10 +2328,16 @@ pub(crate) fn series_partials(
     field: &str,
     call_names: &[String],
     indexes: &[usize],
-    interval: Option<(i64, i64)>,
+    (interval, zone, descending): (Option<(i64, i64)>, Option<&str>, bool),
     (min, max, origin): (i64, i64, i64),
     member: usize,
 ) -> std::result::Result<(u64, Vec<u8>), String> {
+    let zone = match zone {
+        Some(name) => {
+            Some(Zone::load(name).ok_or_else(|| format!("unable to find time zone {name}"))?)
+        }
+        None => None,
+    };
     let calls: Vec<Expr> = call_names
         .iter()
         .map(|name| Expr::Call {
@@ -2256,6 +2353,8 @@ pub(crate) fn series_partials(
         calls: &calls,
         indexes,
         interval,
+        zone: zone.as_ref(),
+        descending,
         origin,
         member,
     };
@@ -2542,12 +2641,14 @@ struct Point {
     member: usize,
 }
 
+#[derive(Clone)]
 struct Item {
     time: Option<i64>,
     value: Cell,
     tags: Vec<Cell>,
 }
 
+#[derive(Clone)]
 enum Reduced {
     One {
         value: Cell,
@@ -2927,26 +3028,98 @@ fn windows(
     Ok(out)
 }
 
-fn linear_fill(rows: &mut [Vec<Cell>], width: usize) {
+/// `fill(previous)`: a filled row takes the values of the last row with
+/// points before it, in the query's order.
+fn previous_fill(rows: &mut [Vec<Cell>], filled: &[bool], width: usize, descending: bool) {
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    if descending {
+        order.reverse();
+    }
+    let mut last: Option<usize> = None;
+    for index in order {
+        if !filled.get(index).copied().unwrap_or(false) {
+            last = Some(index);
+            continue;
+        }
+        if let Some(source) = last {
+            let values: Vec<Cell> = rows[source][1..width].to_vec();
+            rows[index][1..width].clone_from_slice(&values);
+        }
+    }
+}
+
+/// `fill(linear)`, as InfluxDB's fill iterator computes it: on the window
+/// times divided by the interval, from the previous value with points (in
+/// the query's order) towards the next; an integer column stays integer
+/// (truncated).
+fn linear_fill(rows: &mut [Vec<Cell>], width: usize, interval: i64, descending: bool) {
+    let interval = interval.max(1);
     for column in 1..width {
-        let known: Vec<(usize, f64)> = rows
+        let known: Vec<usize> = rows
             .iter()
             .enumerate()
-            .filter_map(|(i, row)| as_f64(&row[column]).map(|v| (i, v)))
+            .filter(|(_, row)| {
+                matches!(
+                    row[column],
+                    Cell::Float(_) | Cell::Integer(_) | Cell::Unsigned(_)
+                )
+            })
+            .map(|(index, _)| index)
             .collect();
         for pair in known.windows(2) {
-            let ((i0, v0), (i1, v1)) = (pair[0], pair[1]);
-            let (Cell::Time(t0), Cell::Time(t1)) = (rows[i0][0].clone(), rows[i1][0].clone())
+            let (previous, next) = if descending {
+                (pair[1], pair[0])
+            } else {
+                (pair[0], pair[1])
+            };
+            let (Cell::Time(previous_time), Cell::Time(next_time)) =
+                (&rows[previous][0], &rows[next][0])
             else {
                 continue;
             };
-            for row in rows.iter_mut().take(i1).skip(i0 + 1) {
-                if let Cell::Time(t) = row[0] {
-                    let value = v0 + (v1 - v0) * (t - t0) as f64 / (t1 - t0) as f64;
-                    row[column] = Cell::Float(value);
-                }
+            let (previous_time, next_time) = (previous_time / interval, next_time / interval);
+            let (previous_value, next_value) =
+                (rows[previous][column].clone(), rows[next][column].clone());
+            for row in rows.iter_mut().take(pair[1]).skip(pair[0] + 1) {
+                let Cell::Time(time) = row[0] else {
+                    continue;
+                };
+                row[column] = linear(
+                    time / interval,
+                    (previous_time, next_time),
+                    &previous_value,
+                    &next_value,
+                );
             }
         }
+    }
+}
+
+/// InfluxDB's `linearFloat`/`linearInteger`/`linearUnsigned`.
+fn linear(
+    window: i64,
+    (previous_time, next_time): (i64, i64),
+    previous: &Cell,
+    next: &Cell,
+) -> Cell {
+    let span = next_time.wrapping_sub(previous_time) as f64;
+    let x = window.wrapping_sub(previous_time) as f64;
+    match (previous, next) {
+        (Cell::Integer(a), Cell::Integer(b)) => {
+            let m = b.wrapping_sub(*a) as f64 / span;
+            Cell::Integer((m * x + *a as f64) as i64)
+        }
+        (Cell::Unsigned(a), Cell::Unsigned(b)) => {
+            let m = b.wrapping_sub(*a) as f64 / span;
+            Cell::Unsigned((m * x + *a as f64) as u64)
+        }
+        _ => match (as_f64(previous), as_f64(next)) {
+            (Some(a), Some(b)) => {
+                let m = (b - a) / span;
+                Cell::Float(m * x + a)
+            }
+            _ => Cell::Null,
+        },
     }
 }
 

@@ -420,6 +420,14 @@ type RawPoints = BTreeMap<String, Vec<StreamPoint>>;
 /// The windows of a group: (window start, one result per aggregate call).
 type WindowResults = Vec<(i64, Vec<Reduced>)>;
 
+/// The aggregate results of a group: in UTC every window with a result per
+/// call; in a zone (GROUP BY time with `tz()`), each call's own results,
+/// unfilled, as `zoned` reduces them.
+enum Aggregates {
+    Windows(WindowResults),
+    Zoned(Vec<zoned::CallRows>),
+}
+
 impl MeasurementQuery<'_> {
     pub(super) fn transformed(&self) -> Result<Vec<ResultSeries>> {
         let schema = self.schema()?;
@@ -446,6 +454,14 @@ impl MeasurementQuery<'_> {
             _ => None,
         });
         let ascending = !self.select.descending;
+        // In a zone, windows follow InfluxDB's reductions (see `zoned`).
+        let grid = match (self.zone, interval) {
+            (Some(zone), Some(interval)) => Some(
+                zoned::Grid::new(zone, interval, self.select.descending)
+                    .ok_or_else(|| "invalid duration".to_string())?,
+            ),
+            _ => None,
+        };
         // InfluxDB moves the start of the range one window back for these;
         // from an unbounded start that overflows, and the answer is empty.
         if interval.is_some()
@@ -480,6 +496,7 @@ impl MeasurementQuery<'_> {
             plan: &extended_plan,
             source: self.source,
             measurement: self.measurement,
+            zone: self.zone,
             now: self.now,
             limits: self.limits,
             counters: self.counters,
@@ -499,6 +516,8 @@ impl MeasurementQuery<'_> {
             ascending,
             interval,
             extra,
+            grid: grid.as_ref(),
+            range: self.extended_ranges(interval, 0).0,
             stamp: if self.plan.min_time == MIN_NANO_TIME {
                 0
             } else {
@@ -513,17 +532,24 @@ impl MeasurementQuery<'_> {
             } else {
                 self.raw_points(&group, &raw_fields, &schema, row_filter)?
             };
-            let windows = if calls.is_empty() {
-                Vec::new()
-            } else {
-                extended.window_results(
+            let windows = match (&grid, interval) {
+                _ if calls.is_empty() => Aggregates::Windows(Vec::new()),
+                (Some(grid), Some(interval)) => Aggregates::Zoned(extended.zoned_results(
+                    grid,
+                    &group,
+                    &calls,
+                    interval,
+                    &schema,
+                    (row_filter, &condition_fields),
+                )?),
+                _ => Aggregates::Windows(extended.window_results(
                     &group,
                     &calls,
                     interval,
                     window_range,
                     &schema,
                     (row_filter, &condition_fields),
-                )?
+                )?),
             };
             let mut outputs: Vec<Vec<StreamPoint>> = Vec::with_capacity(streams.len());
             for stream in &streams {
@@ -675,6 +701,37 @@ impl MeasurementQuery<'_> {
         Ok(out)
     }
 
+    /// Each aggregate call's results in a zone (unfilled, in the query's
+    /// order), read over this query's range.
+    fn zoned_results(
+        &self,
+        grid: &zoned::Grid<'_>,
+        group: &Group,
+        calls: &[Expr],
+        interval: (i64, i64),
+        schema: &Schema,
+        (row_filter, condition_fields): (bool, &[String]),
+    ) -> Result<Vec<zoned::CallRows>> {
+        let (needed, read_fields) = call_fields(calls, schema, condition_fields);
+        let inputs = zoned::Inputs {
+            columns: &[],
+            calls,
+            schema,
+            raw_fields: &[],
+            needed: &needed,
+            read_fields: &read_fields,
+            row_filter,
+            // spread is reduced once over the points, as InfluxDB does.
+            streaming: !row_filter
+                && calls
+                    .iter()
+                    .all(|call| is_decomposable(call) && zoned::is_pushed_down(call)),
+            interval,
+            range: (self.plan.min_time, self.plan.max_time),
+        };
+        Ok(self.zoned_calls(grid, group, &inputs)?.0)
+    }
+
     /// Every window of `[min, max]` with the result of each aggregate call
     /// (null where the call saw no point), read over this query's range.
     fn window_results(
@@ -708,20 +765,7 @@ impl MeasurementQuery<'_> {
             }
             return Ok(out);
         }
-        let mut needed: Vec<String> = Vec::new();
-        for call in calls {
-            if let Some(field) = call_field(call) {
-                if schema.fields.contains_key(&field) && !needed.contains(&field) {
-                    needed.push(field);
-                }
-            }
-        }
-        let mut read = needed.clone();
-        for name in condition_fields {
-            if !read.contains(name) {
-                read.push(name.clone());
-            }
-        }
+        let (needed, read) = call_fields(calls, schema, condition_fields);
         let mut points: BTreeMap<String, Vec<Point>> = BTreeMap::new();
         for (member, series) in group.series.iter().enumerate() {
             for (time, values) in self.read_rows(series, &read, schema, row_filter)? {
@@ -762,6 +806,30 @@ impl MeasurementQuery<'_> {
         }
         Ok(out)
     }
+}
+
+/// The fields the calls read (those of the schema), and with them the
+/// fields the condition reads.
+fn call_fields(
+    calls: &[Expr],
+    schema: &Schema,
+    condition_fields: &[String],
+) -> (Vec<String>, Vec<String>) {
+    let mut needed: Vec<String> = Vec::new();
+    for call in calls {
+        if let Some(field) = call_field(call) {
+            if schema.fields.contains_key(&field) && !needed.contains(&field) {
+                needed.push(field);
+            }
+        }
+    }
+    let mut read = needed.clone();
+    for name in condition_fields {
+        if !read.contains(name) {
+            read.push(name.clone());
+        }
+    }
+    (needed, read)
 }
 
 /// InfluxDB's shard group of a time: Go truncates times to multiples of the
@@ -855,6 +923,10 @@ struct StreamContext<'a> {
     interval: Option<(i64, i64)>,
     /// The extra windows computed beyond the time range.
     extra: i64,
+    /// In a zone, its windows (with GROUP BY time).
+    grid: Option<&'a zoned::Grid<'a>>,
+    /// The windows' time range without extra windows.
+    range: (i64, i64),
     /// The time of the single window without GROUP BY time.
     stamp: i64,
 }
@@ -865,16 +937,22 @@ impl StreamContext<'_> {
         &self,
         stream: &Stream,
         raw: &RawPoints,
-        windows: &WindowResults,
+        aggregates: &Aggregates,
     ) -> Result<Vec<StreamPoint>> {
         match stream {
             Stream::Raw(field) => Ok(raw.get(field).cloned().unwrap_or_default()),
-            Stream::Aggregate { call, extra } => {
-                let kind = kind_of(stream, self.calls, self.schema);
-                Ok(self.aggregate(*call, *extra, kind, windows))
-            }
+            Stream::Aggregate { call, extra } => match (aggregates, self.grid) {
+                (Aggregates::Zoned(results), Some(grid)) => {
+                    self.zoned_aggregate(grid, *call, *extra, results)
+                }
+                (Aggregates::Windows(windows), _) => {
+                    let kind = kind_of(stream, self.calls, self.schema);
+                    Ok(self.aggregate(*call, *extra, kind, windows))
+                }
+                (Aggregates::Zoned(_), None) => Ok(Vec::new()),
+            },
             Stream::Transform { name, args, input } => {
-                let points = self.run(input, raw, windows)?;
+                let points = self.run(input, raw, aggregates)?;
                 let unit = match args.get(1) {
                     Some(Expr::Duration(unit)) => Some(*unit),
                     _ => None,
@@ -889,6 +967,54 @@ impl StreamContext<'_> {
                 ))
             }
         }
+    }
+
+    /// In a zone, one point per window of the stream's range, filled as
+    /// InfluxDB's fill iterator fills in a zone.
+    fn zoned_aggregate(
+        &self,
+        grid: &zoned::Grid<'_>,
+        call: usize,
+        extra: i64,
+        results: &[zoned::CallRows],
+    ) -> Result<Vec<StreamPoint>> {
+        let (Some(expr), Some(rows)) = (self.calls.get(call), results.get(call)) else {
+            return Ok(Vec::new());
+        };
+        // This stream's range: `extra` windows before the time range (after
+        // it, descending); the results are read over the largest one.
+        let span = extra.saturating_mul(self.interval.map_or(0, |(length, _)| length));
+        let (mut min, mut max) = self.range;
+        let rows: zoned::CallRows = if self.ascending {
+            if min != MIN_NANO_TIME {
+                min = min.saturating_sub(span);
+            }
+            let first = grid.start_of(min);
+            rows.iter()
+                .filter(|(time, _)| min == MIN_NANO_TIME || *time >= first)
+                .cloned()
+                .collect()
+        } else {
+            max = max.saturating_add(span);
+            let last = grid.start_of(max);
+            rows.iter()
+                .filter(|(time, _)| *time <= last)
+                .cloned()
+                .collect()
+        };
+        let filled = grid.fill_call(self.fill, expr, rows, (min, max))?;
+        let mut out = Vec::with_capacity(filled.len());
+        for (time, reduced, _) in filled {
+            match reduced {
+                Reduced::One { value, .. } => out.push((time, value)),
+                Reduced::Many(items) => out.extend(
+                    items
+                        .into_iter()
+                        .map(|item| (item.time.unwrap_or(time), item.value)),
+                ),
+            }
+        }
+        Ok(out)
     }
 
     /// One point per window of the stream's range, filled.
@@ -967,7 +1093,9 @@ impl StreamContext<'_> {
                         .iter()
                         .find_map(|(_, values)| values.first());
                     match (&previous, after) {
-                        (Some(before), Some(after)) => linear(*time, before, after, length),
+                        (Some((t0, v0)), Some((t1, v1))) => {
+                            linear(time / length, (t0 / length, t1 / length), v0, v1)
+                        }
                         _ => Cell::Null,
                     }
                 }
@@ -975,24 +1103,6 @@ impl StreamContext<'_> {
             out.push((*time, filled));
         }
         out
-    }
-}
-
-/// InfluxDB's linear fill between the previous and the next point (times
-/// counted in windows).
-fn linear(time: i64, (t0, v0): &StreamPoint, (t1, v1): &StreamPoint, length: i64) -> Cell {
-    let (time, t0, t1) = (time / length, t0 / length, t1 / length);
-    let x = time.saturating_sub(t0) as f64;
-    let dt = t1.saturating_sub(t0) as f64;
-    match (v0, v1) {
-        (Cell::Integer(a), Cell::Integer(b)) => {
-            let slope = b.wrapping_sub(*a) as f64 / dt;
-            Cell::Integer((slope * x + *a as f64) as i64)
-        }
-        _ => match (as_f64(v0), as_f64(v1)) {
-            (Some(a), Some(b)) => Cell::Float((b - a) / dt * x + a),
-            _ => Cell::Null,
-        },
     }
 }
 
