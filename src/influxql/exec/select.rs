@@ -1219,6 +1219,40 @@ impl MeasurementQuery<'_> {
         Ok(Some(table))
     }
 
+    /// The points of the `needed` fields, per field, merged over the
+    /// group's series and sorted by (time, member); and each series' rows
+    /// as read.
+    fn group_points(
+        &self,
+        series: &[SeriesInfo],
+        read_fields: &[String],
+        needed: &[String],
+        schema: &Schema,
+        row_filter: bool,
+    ) -> Result<(BTreeMap<String, Vec<Point>>, SeriesRows)> {
+        let mut points: BTreeMap<String, Vec<Point>> = BTreeMap::new();
+        let mut rows_by_series: SeriesRows = Vec::with_capacity(series.len());
+        for (member, one) in series.iter().enumerate() {
+            let rows = self.read_rows(one, read_fields, schema, row_filter)?;
+            for (time, values) in &rows {
+                for (field, value) in values {
+                    if needed.contains(field) {
+                        points.entry(field.clone()).or_default().push(Point {
+                            time: *time,
+                            value: cell_of(value),
+                            member,
+                        });
+                    }
+                }
+            }
+            rows_by_series.push(rows);
+        }
+        for list in points.values_mut() {
+            list.sort_by_key(|p| (p.time, p.member));
+        }
+        Ok((points, rows_by_series))
+    }
+
     fn read_rows(
         &self,
         series: &SeriesInfo,
@@ -1605,26 +1639,14 @@ impl MeasurementQuery<'_> {
                     computed.push((window_start, results, has_points));
                 }
             } else {
-                // Points per field, merged over the group's series, by time.
-                let mut points: BTreeMap<String, Vec<Point>> = BTreeMap::new();
-                for (member, series) in group.series.iter().enumerate() {
-                    let rows = self.read_rows(series, &read_fields, &schema, row_filter)?;
-                    for (time, values) in &rows {
-                        for (field, value) in values {
-                            if needed.contains(field) {
-                                points.entry(field.clone()).or_default().push(Point {
-                                    time: *time,
-                                    value: cell_of(value),
-                                    member,
-                                });
-                            }
-                        }
-                    }
-                    rows_by_series.push(rows);
-                }
-                for list in points.values_mut() {
-                    list.sort_by_key(|p| (p.time, p.member));
-                }
+                let (points, rows) = self.group_points(
+                    group.series.as_slice(),
+                    &read_fields,
+                    &needed,
+                    &schema,
+                    row_filter,
+                )?;
+                rows_by_series = rows;
                 let first = points
                     .values()
                     .filter_map(|list| list.first().map(|p| p.time))
@@ -1632,22 +1654,13 @@ impl MeasurementQuery<'_> {
                 for (window_start, window_end) in
                     windows(interval, self.plan.min_time, max_time, first)?
                 {
-                    let mut results: Vec<Reduced> = Vec::with_capacity(calls.len());
-                    let mut has_points = false;
-                    for call in &calls {
-                        let field = call_field(call).unwrap_or_default();
-                        let in_window: &[Point] = points
-                            .get(&field)
-                            .map(|list| {
-                                let from = list.partition_point(|p| p.time < window_start);
-                                let to = list.partition_point(|p| p.time < window_end);
-                                &list[from..to]
-                            })
-                            .unwrap_or(&[]);
-                        let known = schema.fields.contains_key(&field);
-                        has_points |= known && !in_window.is_empty();
-                        results.push(reduce(call, in_window, known, &group.series)?);
-                    }
+                    let (results, has_points) = reduce_window(
+                        &calls,
+                        &points,
+                        &schema,
+                        &group.series,
+                        (window_start, window_end),
+                    )?;
                     computed.push((window_start, results, has_points));
                 }
             }
@@ -2681,6 +2694,37 @@ fn number_arg(args: &[Expr], index: usize) -> Option<f64> {
         Expr::Duration(v) => Some(*v as f64),
         _ => None,
     }
+}
+
+/// Each series' rows: time -> field -> value.
+type SeriesRows = Vec<BTreeMap<i64, BTreeMap<String, Value>>>;
+
+/// Each call reduced over its field's points in `[start, end)` (points
+/// sorted by time per field), and whether a known field had a point there.
+fn reduce_window(
+    calls: &[Expr],
+    points: &BTreeMap<String, Vec<Point>>,
+    schema: &Schema,
+    series: &[SeriesInfo],
+    (start, end): (i64, i64),
+) -> Result<(Vec<Reduced>, bool)> {
+    let mut results = Vec::with_capacity(calls.len());
+    let mut has_points = false;
+    for call in calls {
+        let field = call_field(call).unwrap_or_default();
+        let in_window: &[Point] = points
+            .get(&field)
+            .map(|list| {
+                let from = list.partition_point(|p| p.time < start);
+                let to = list.partition_point(|p| p.time < end);
+                &list[from..to]
+            })
+            .unwrap_or(&[]);
+        let known = schema.fields.contains_key(&field);
+        has_points |= known && !in_window.is_empty();
+        results.push(reduce(call, in_window, known, series)?);
+    }
+    Ok((results, has_points))
 }
 
 fn compare_values(a: &Cell, b: &Cell) -> std::cmp::Ordering {

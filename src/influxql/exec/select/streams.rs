@@ -766,42 +766,13 @@ impl MeasurementQuery<'_> {
             return Ok(out);
         }
         let (needed, read) = call_fields(calls, schema, condition_fields);
-        let mut points: BTreeMap<String, Vec<Point>> = BTreeMap::new();
-        for (member, series) in group.series.iter().enumerate() {
-            for (time, values) in self.read_rows(series, &read, schema, row_filter)? {
-                for (field, value) in values {
-                    if needed.contains(&field) {
-                        points.entry(field).or_default().push(Point {
-                            time,
-                            value: cell_of(&value),
-                            member,
-                        });
-                    }
-                }
-            }
-        }
-        for list in points.values_mut() {
-            list.sort_by_key(|p| (p.time, p.member));
-        }
+        let (points, _) = self.group_points(&group.series, &read, &needed, schema, row_filter)?;
         let first = points
             .values()
             .filter_map(|list| list.first().map(|p| p.time))
             .min();
         for (start, end) in windows(interval, min, max, first)? {
-            let mut results = Vec::with_capacity(calls.len());
-            for call in calls {
-                let field = call_field(call).unwrap_or_default();
-                let in_window: &[Point] = points
-                    .get(&field)
-                    .map(|list| {
-                        let from = list.partition_point(|p| p.time < start);
-                        let to = list.partition_point(|p| p.time < end);
-                        &list[from..to]
-                    })
-                    .unwrap_or(&[]);
-                let known = schema.fields.contains_key(&field);
-                results.push(reduce(call, in_window, known, &group.series)?);
-            }
+            let (results, _) = reduce_window(calls, &points, schema, &group.series, (start, end))?;
             out.push((start, results));
         }
         Ok(out)

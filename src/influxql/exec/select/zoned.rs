@@ -240,8 +240,6 @@ pub(super) type CallRows = Vec<(i64, Reduced)>;
 
 /// The points of each series of a group by time (for raw fields beside a
 /// selector).
-type SeriesRows = Vec<BTreeMap<i64, BTreeMap<String, Value>>>;
-
 impl MeasurementQuery<'_> {
     /// The rows of one group (ascending), `None` when no call has a point.
     pub(super) fn zoned_rows(
@@ -384,26 +382,14 @@ impl MeasurementQuery<'_> {
             }
         } else {
             // Points per field and series, as the UTC path reads them.
-            let mut points: BTreeMap<String, Vec<Point>> = BTreeMap::new();
-            for (member, series) in group.series.iter().enumerate() {
-                let rows =
-                    self.read_rows(series, inputs.read_fields, inputs.schema, inputs.row_filter)?;
-                for (time, values) in &rows {
-                    for (field, value) in values {
-                        if inputs.needed.contains(field) {
-                            points.entry(field.clone()).or_default().push(Point {
-                                time: *time,
-                                value: cell_of(value),
-                                member,
-                            });
-                        }
-                    }
-                }
-                rows_by_series.push(rows);
-            }
-            for list in points.values_mut() {
-                list.sort_by_key(|p| (p.time, p.member));
-            }
+            let (points, rows) = self.group_points(
+                &group.series,
+                inputs.read_fields,
+                inputs.needed,
+                inputs.schema,
+                inputs.row_filter,
+            )?;
+            rows_by_series = rows;
             for call in calls {
                 let field = call_field(call).unwrap_or_default();
                 let list: &[Point] = points.get(&field).map(Vec::as_slice).unwrap_or(&[]);
