@@ -2498,22 +2498,21 @@ impl Partial {
             run.get(index)
                 .map(|(time, value)| (cell_of(value), *time, member))
         };
+        // The run's own minimum, maximum, first and last, as wanted; no
+        // allocation per window.
         let wants = self.wants;
-        let mut candidates: Vec<(Cell, i64, usize)> = Vec::with_capacity(4);
-        if wants.min {
-            candidates.extend(point(low));
-        }
-        if wants.max {
-            candidates.extend(point(high));
-        }
-        if wants.first {
-            candidates.extend(point(0));
-        }
-        if wants.last {
-            candidates.extend(point(run.len() - 1));
-        }
-        for candidate in candidates {
-            self.select(candidate);
+        for (wanted, index) in [
+            (wants.min, low),
+            (wants.max, high),
+            (wants.first, 0),
+            (wants.last, run.len() - 1),
+        ] {
+            if !wanted {
+                continue;
+            }
+            if let Some(candidate) = point(index) {
+                self.select(candidate);
+            }
         }
     }
 
@@ -2586,22 +2585,16 @@ impl Partial {
     /// Fold another state of the same window into this one (another
     /// series', or a replica's).
     fn merge(&mut self, other: &Partial) {
-        let count = self.count + other.count;
-        let (float_sum, int_sum) = (
-            self.float_sum + other.float_sum,
-            self.int_sum.wrapping_add(other.int_sum),
-        );
-        let all_integers = self.all_integers && other.all_integers;
+        self.count += other.count;
+        self.float_sum += other.float_sum;
+        self.int_sum = self.int_sum.wrapping_add(other.int_sum);
+        self.all_integers &= other.all_integers;
         for point in [&other.min, &other.max, &other.first, &other.last]
             .into_iter()
             .flatten()
         {
             self.select(point.clone());
         }
-        self.count = count;
-        self.float_sum = float_sum;
-        self.int_sum = int_sum;
-        self.all_integers = all_integers;
     }
 
     fn finish(&self, call: &Expr) -> Reduced {
