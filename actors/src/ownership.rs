@@ -212,6 +212,11 @@ pub struct MemberView {
 pub struct Topology {
     pub ring: Arc<Ring>,
     pub members: BTreeMap<String, MemberView>,
+    /// Whether this node knows its peers: it had none to wait for (no
+    /// seeds, no remembered members), or it has exchanged gossip with at
+    /// least one of them. Until then its ring may be a ring of one, and it
+    /// must not acknowledge writes.
+    pub ready: bool,
 }
 
 /// What the ownership actor needs to know of its node.
@@ -225,6 +230,9 @@ pub struct OwnershipConfig {
     /// Where every member ever seen is remembered, so that a restarted node
     /// knows the ring before gossip has caught up.
     pub members_file: PathBuf,
+    /// Whether the configuration names seeds other than this node: then the
+    /// node is not ready before gossip has shown it a peer.
+    pub has_seeds: bool,
 }
 
 /// The ownership actor: follows membership snapshots, keeps every member
@@ -238,6 +246,8 @@ pub struct Ownership {
     ring: Arc<Ring>,
     snapshots: Option<watch::Receiver<Arc<MembershipSnapshot>>>,
     sender: watch::Sender<Arc<Topology>>,
+    /// Latched: once a peer has been seen live, the node stays ready.
+    ready: bool,
 }
 
 fn load_members(path: &Path) -> BTreeMap<String, MemberView> {
@@ -284,10 +294,14 @@ impl Ownership {
             },
         );
         save_members(&config.members_file, &known);
+        // A node with seeds or remembered peers is part of a cluster it has
+        // not met yet: it waits for gossip rather than act as a ring of one.
+        let ready = !config.has_seeds && known.len() == 1;
         let ring = Arc::new(Ring::new(known.keys().cloned(), config.vnodes, config.rf));
         let (sender, receiver) = watch::channel(Arc::new(Topology {
             ring: ring.clone(),
             members: known.clone(),
+            ready,
         }));
         let actor = Ownership {
             config,
@@ -295,6 +309,7 @@ impl Ownership {
             ring,
             snapshots: Some(snapshots),
             sender,
+            ready,
         };
         (actor.start(), receiver)
     }
@@ -327,9 +342,19 @@ impl Ownership {
             self.ring = Arc::new(Ring::new(after, self.config.vnodes, self.config.rf));
             tracing::info!(members = ?self.known.keys().collect::<Vec<_>>(), "ring changed");
         }
+        if !self.ready
+            && snapshot
+                .members
+                .iter()
+                .any(|member| member.live && member.id != self.config.node_id)
+        {
+            self.ready = true;
+            tracing::info!(members = ?self.known.keys().collect::<Vec<_>>(), "met a peer: ready");
+        }
         let topology = Topology {
             ring: self.ring.clone(),
             members: self.known.clone(),
+            ready: self.ready,
         };
         let _ = self.sender.send(Arc::new(topology));
     }
@@ -479,6 +504,7 @@ mod tests {
             rf: 3,
             vnodes: 16,
             members_file: dir.path().join("members.json"),
+            has_seeds: true,
         };
         let (membership, snapshots) = watch::channel(Arc::new(MembershipSnapshot {
             members: vec![
@@ -491,6 +517,7 @@ mod tests {
         let joined = next(&mut topology).await;
         assert_eq!(joined.ring.members(), ["a", "b", "c"]);
         assert!(joined.members.values().all(|m| m.live));
+        assert!(joined.ready, "a node that has seen its peers live is ready");
         // c goes down: still in the ring, not live.
         membership
             .send(Arc::new(MembershipSnapshot {
@@ -511,6 +538,51 @@ mod tests {
         assert_eq!(known.ring.members(), ["a", "b", "c"]);
         assert_eq!(known.members["c"].rpc_addr.port(), 3);
         assert!(!known.members["b"].live && known.members["a"].live);
+        assert!(
+            !known.ready,
+            "a restart with remembered peers waits for gossip"
+        );
+    }
+
+    #[actix::test]
+    async fn a_node_without_seeds_or_peers_is_ready_at_once_and_one_with_seeds_is_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = OwnershipConfig {
+            node_id: "a".into(),
+            rpc_addr: "127.0.0.1:1".parse().expect("address"),
+            http_addr: "127.0.0.1:1".parse().expect("address"),
+            rf: 3,
+            vnodes: 16,
+            members_file: dir.path().join("members.json"),
+            has_seeds: false,
+        };
+        let (_quiet, nothing) = watch::channel(Arc::new(MembershipSnapshot::default()));
+        let (_single, single) = Ownership::start(config.clone(), nothing);
+        assert!(single.borrow().ready);
+        let seeded = OwnershipConfig {
+            members_file: dir.path().join("other.json"),
+            has_seeds: true,
+            ..config
+        };
+        let (membership, snapshots) = watch::channel(Arc::new(MembershipSnapshot {
+            members: vec![member("a", 1, true)],
+        }));
+        let (_seeded, mut topology) = Ownership::start(seeded, snapshots);
+        assert!(!topology.borrow().ready);
+        let alone = next(&mut topology).await;
+        assert!(!alone.ready, "seeing only itself is not meeting a peer");
+        membership
+            .send(Arc::new(MembershipSnapshot {
+                members: vec![member("a", 1, true), member("b", 2, true)],
+            }))
+            .expect("send");
+        assert!(next(&mut topology).await.ready);
+        membership
+            .send(Arc::new(MembershipSnapshot {
+                members: vec![member("a", 1, true), member("b", 2, false)],
+            }))
+            .expect("send");
+        assert!(next(&mut topology).await.ready, "readiness is latched");
     }
 
     proptest! {

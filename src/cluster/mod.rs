@@ -66,6 +66,10 @@ pub struct Cluster {
     /// `handoff.rate_limit`, bytes per second (0: none).
     replay_rate: u64,
     hint_book: Arc<handoff::HintBook>,
+    /// Set once a schema exchange with a peer succeeded (or there is no
+    /// peer to wait for): until then this node may not know a database
+    /// that the cluster has.
+    schema_synced: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -207,6 +211,7 @@ impl Prepared {
                 rf,
                 vnodes: config.cluster.vnodes,
                 members_file: config.node.data_dir.join("cluster_members.json"),
+                has_seeds: has_other_seeds(&config.cluster.seeds, config.cluster.gossip_bind),
             },
             membership.snapshots.clone(),
         );
@@ -237,6 +242,7 @@ impl Prepared {
                 config.handoff.max_bytes.as_u64(),
                 config.handoff.max_age,
             )),
+            schema_synced: std::sync::atomic::AtomicBool::new(false),
         };
         let cluster = Arc::new(cluster);
         runtime.spawn(schema_exchange(Arc::downgrade(&cluster)));
@@ -249,6 +255,21 @@ impl Cluster {
     /// The current members and ring.
     pub fn topology(&self) -> Arc<Topology> {
         self.topology.borrow().clone()
+    }
+
+    /// Whether this node knows its peers and their schema: before that it
+    /// answers `/write` with 503 (its ring may be a ring of one, and a
+    /// write acknowledged then could live on this disk alone).
+    pub fn ready(&self) -> bool {
+        let topology = self.topology();
+        if !topology.ready {
+            return false;
+        }
+        let alone = topology.members.len() == 1;
+        alone
+            || self
+                .schema_synced
+                .load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn default_write_consistency(&self) -> WriteConsistency {
@@ -730,23 +751,44 @@ async fn exchange_schema(
     address: SocketAddr,
     storage: Storage,
     book: Arc<schema::SchemaBook>,
-) {
+) -> bool {
     match client.call(address, Request::Schema(book.snapshot())).await {
         Ok(Response::Schema(theirs)) => {
-            let _ = tokio::task::spawn_blocking(move || book.merge(&storage, &theirs)).await;
+            tokio::task::spawn_blocking(move || book.merge(&storage, &theirs))
+                .await
+                .is_ok()
         }
-        Ok(_) => tracing::warn!(%address, "schema exchange: unexpected answer"),
-        Err(error) => tracing::debug!(%address, %error, "schema exchange failed"),
+        Ok(_) => {
+            tracing::warn!(%address, "schema exchange: unexpected answer");
+            false
+        }
+        Err(error) => {
+            tracing::debug!(%address, %error, "schema exchange failed");
+            false
+        }
     }
 }
 
 /// Every few seconds, exchange schemas with the next live member in turn:
-/// how a node that missed a statement catches up.
+/// how a node that missed a statement catches up. Until the first exchange
+/// succeeded (the node is not ready before), it tries every 50 ms.
 async fn schema_exchange(cluster: std::sync::Weak<Cluster>) {
     let mut turn = 0usize;
-    let mut interval = tokio::time::interval(Duration::from_secs(2));
+    let mut last = tokio::time::Instant::now();
     loop {
-        interval.tick().await;
+        let synced = match cluster.upgrade() {
+            Some(cluster) => cluster
+                .schema_synced
+                .load(std::sync::atomic::Ordering::Acquire),
+            None => return,
+        };
+        let pause = if synced {
+            Duration::from_secs(2).saturating_sub(last.elapsed())
+        } else {
+            Duration::from_millis(50)
+        };
+        tokio::time::sleep(pause).await;
+        last = tokio::time::Instant::now();
         let Some(cluster) = cluster.upgrade() else {
             return;
         };
@@ -762,14 +804,41 @@ async fn schema_exchange(cluster: std::sync::Weak<Cluster>) {
         }
         turn = turn.wrapping_add(1);
         let address = peers[turn % peers.len()];
-        exchange_schema(
+        if exchange_schema(
             cluster.client.clone(),
             address,
             cluster.storage.clone(),
             cluster.schema.clone(),
         )
-        .await;
+        .await
+        {
+            cluster
+                .schema_synced
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
     }
+}
+
+/// Whether `seeds` name a node other than the one gossiping on `own`
+/// (nodes are often all given the same seed list, themselves included).
+fn has_other_seeds(seeds: &[String], own: SocketAddr) -> bool {
+    use std::net::ToSocketAddrs;
+    seeds.iter().any(|seed| {
+        let seed = seed.trim();
+        if seed.is_empty() {
+            return false;
+        }
+        match seed.to_socket_addrs() {
+            Ok(mut addresses) => !addresses.any(|address| {
+                address == own
+                    || (address.port() == own.port()
+                        && own.ip().is_unspecified()
+                        && (address.ip().is_loopback() || address.ip().is_unspecified()))
+            }),
+            // Unresolvable now: still a peer to wait for.
+            Err(_) => true,
+        }
+    })
 }
 
 /// Statements whose effect the schema book carries (so they are never sent

@@ -1,9 +1,9 @@
 //! `/ping` and `/health`.
 
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::params::Params;
-use super::INFLUXDB_VERSION;
+use super::{ApiState, INFLUXDB_VERSION};
 
 /// 204, or 200 with the version when `verbose=true`.
 pub async fn ping(request: HttpRequest) -> HttpResponse {
@@ -15,8 +15,23 @@ pub async fn ping(request: HttpRequest) -> HttpResponse {
     }
 }
 
-/// InfluxDB 1.8's health answer, which monitoring tools expect.
-pub async fn health() -> HttpResponse {
+/// InfluxDB 1.8's health answer, which monitoring tools expect; 503 with
+/// `status: fail` while the node waits for its peers (it refuses writes
+/// then), so that a load balancer sends it nothing yet.
+pub async fn health(state: web::Data<ApiState>) -> HttpResponse {
+    if state
+        .cluster
+        .as_ref()
+        .is_some_and(|cluster| !cluster.ready())
+    {
+        return HttpResponse::ServiceUnavailable().json(serde_json::json!({
+            "name": "dynaflux",
+            "message": "cluster not ready: waiting for peers",
+            "status": "fail",
+            "checks": [],
+            "version": INFLUXDB_VERSION,
+        }));
+    }
     HttpResponse::Ok().json(serde_json::json!({
         "name": "dynaflux",
         "message": "ready for queries and writes",

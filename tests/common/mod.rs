@@ -114,6 +114,14 @@ impl Node {
         format!("http://{}:{}", self.host, self.port)
     }
 
+    /// `/health` answers 200: the node has met its peers and takes writes.
+    pub fn is_healthy(&self) -> bool {
+        ureq::get(&format!("{}/health", self.url()))
+            .timeout(Duration::from_secs(2))
+            .call()
+            .is_ok()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(Child::id).expect("running")
     }
@@ -337,6 +345,30 @@ impl TestCluster {
     }
 
     fn start_on(hosts: &[String], rf: u32, env: &[(&str, &str)]) -> TestCluster {
+        let mut cluster = TestCluster::unstarted_on(hosts, rf, env);
+        cluster.spawn_all();
+        cluster.wait_live(hosts.len());
+        cluster
+    }
+
+    /// `n` nodes configured (ports, data dirs, seeds) but not started:
+    /// [`TestCluster::spawn_all`] starts them, each waited for only until
+    /// it answers `/ping`.
+    pub fn unstarted(n: usize, rf: u32, env: &[(&str, &str)]) -> TestCluster {
+        TestCluster::unstarted_on(&vec!["127.0.0.1".to_string(); n], rf, env)
+    }
+
+    /// Start every node that is not running, one after the other, each
+    /// as soon as the one before answers `/ping`.
+    pub fn spawn_all(&mut self) {
+        for node in &mut self.nodes {
+            if !node.is_running() {
+                node.spawn();
+            }
+        }
+    }
+
+    fn unstarted_on(hosts: &[String], rf: u32, env: &[(&str, &str)]) -> TestCluster {
         let n = hosts.len();
         let port_on = |host: &str| {
             TcpListener::bind((host, 0))
@@ -371,7 +403,7 @@ impl TestCluster {
                 ("DYNAFLUX_CLUSTER__SECRET".into(), "test-secret".into()),
             ];
             node_env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-            let mut node = Node {
+            let node = Node {
                 child: None,
                 env: node_env,
                 host: hosts[i].clone(),
@@ -382,13 +414,10 @@ impl TestCluster {
                 log: dir.path().join("node.log"),
                 _temp: None,
             };
-            node.spawn();
             nodes.push(node);
             dirs.push(dir);
         }
-        let cluster = TestCluster { nodes, _dirs: dirs };
-        cluster.wait_live(n);
-        cluster
+        TestCluster { nodes, _dirs: dirs }
     }
 
     /// Cut nodes `a` and `b` apart, both ways, gossip and RPC (iptables
@@ -404,7 +433,8 @@ impl TestCluster {
         Partition { rules }
     }
 
-    /// Wait until every running node sees `live` live members.
+    /// Wait until every running node sees `live` live members and is
+    /// ready (`/health` 200: it has met its peers and their schema).
     pub fn wait_live(&self, live: usize) {
         wait_until(
             &format!("{live} live members on every running node"),
@@ -413,7 +443,7 @@ impl TestCluster {
                 self.nodes
                     .iter()
                     .filter(|node| node.is_running())
-                    .all(|node| node.live_members().len() == live)
+                    .all(|node| node.live_members().len() == live && node.is_healthy())
             },
         );
     }
