@@ -8,9 +8,10 @@
 //!
 //! What is here: the hybrid logical clock that stamps every write
 //! ([`hlc`]), the storage traits ([`store`]), gossip membership
-//! ([`membership`]), the hash ring ([`ownership`]) and internode RPC
-//! ([`rpc`]).
+//! ([`membership`]), the hash ring ([`ownership`]), internode RPC
+//! ([`rpc`]) and Merkle anti-entropy ([`anti_entropy`]).
 
+pub mod anti_entropy;
 pub mod hlc;
 pub mod membership;
 pub mod ownership;
@@ -23,4 +24,4 @@ pub use membership::{
     NodeState, SetState, Stop,
 };
 pub use ownership::Ring;
-pub use store::{RangeStore, Row, TokenRange};
+pub use store::{Leaf, PartitionSet, RangeStore, Row, TokenRange};

@@ -9,6 +9,14 @@
 //! ring is a sorted vector and every range's preference list is computed once
 //! per ring change: a lookup is one binary search, no allocation.
 //!
+//! Ownership is per fixed partition (Dynamo's strategy 3, Riak, garage): the
+//! top [`PARTITION_BITS`] bits of a token name its partition, and every
+//! token of a partition has the preference list of the partition's first
+//! token. A partition is one contiguous key range in every shard group
+//! (the token leads the storage key), so anti-entropy keeps one Merkle
+//! leaf per (shard group, partition) that never needs rebuilding when the
+//! ring changes, and streaming and cleanup move whole partitions.
+//!
 //! The ring changes only when a node joins or is removed, never because a
 //! node is merely down: that is what hinted handoff is for.
 
@@ -36,6 +44,25 @@ struct RangeEntry {
     set: usize,
 }
 
+/// How many top bits of a token name its partition: 4096 partitions, fixed
+/// for the life of a cluster (changing it moves every point).
+pub const PARTITION_BITS: u32 = 12;
+
+/// The number of partitions.
+pub const PARTITIONS: usize = 1 << PARTITION_BITS;
+
+/// The partition of `token`.
+pub fn partition_of(token: u64) -> usize {
+    (token >> (64 - PARTITION_BITS)) as usize
+}
+
+/// The tokens of partition `partition`.
+pub fn partition_tokens(partition: usize) -> TokenRange {
+    let shift = 64 - PARTITION_BITS;
+    let start = (partition as u64) << shift;
+    start..=start | ((1u64 << shift) - 1)
+}
+
 /// An immutable ring: built once per membership change and shared as an
 /// `Arc<Ring>` snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,9 +70,13 @@ pub struct Ring {
     members: Vec<String>,
     vnodes: u32,
     rf: usize,
+    /// The vnode ranges, from which each partition takes the preference
+    /// list of its first token.
     ranges: Vec<RangeEntry>,
     /// The distinct preference lists.
     sets: Vec<Arc<[String]>>,
+    /// Per partition, its preference list as an index into `sets`.
+    partitions: Vec<usize>,
 }
 
 /// Where a node's `index`-th virtual node sits on the ring.
@@ -109,13 +140,23 @@ impl Ring {
                 set,
             });
         }
-        Ring {
+        let mut ring = Ring {
             members,
             vnodes,
             rf,
             ranges,
             sets,
+            partitions: Vec::new(),
+        };
+        if !ring.ranges.is_empty() {
+            ring.partitions = (0..PARTITIONS)
+                .map(|p| {
+                    ring.vnode_entry(*partition_tokens(p).start())
+                        .map_or(0, |e| e.set)
+                })
+                .collect();
         }
+        ring
     }
 
     /// The members, sorted.
@@ -136,15 +177,25 @@ impl Ring {
     /// The nodes that hold `token`, the primary first; empty only for a ring
     /// without members.
     pub fn replicas(&self, token: u64) -> &[String] {
-        self.entry(token)
-            .map(|entry| &entry.replicas[..])
+        self.set_of(token)
+            .and_then(|set| self.sets.get(set))
+            .map(|set| &set[..])
             .unwrap_or(&[])
     }
 
     /// The preference list of `token` as an index into [`Ring::sets`]:
     /// points with the same index go to the same nodes.
     pub fn set_of(&self, token: u64) -> Option<usize> {
-        self.entry(token).map(|entry| entry.set)
+        self.partitions.get(partition_of(token)).copied()
+    }
+
+    /// The nodes that hold partition `partition`, the primary first.
+    pub fn partition_replicas(&self, partition: usize) -> &[String] {
+        self.partitions
+            .get(partition)
+            .and_then(|set| self.sets.get(*set))
+            .map(|set| &set[..])
+            .unwrap_or(&[])
     }
 
     /// The distinct preference lists of the ring.
@@ -152,26 +203,25 @@ impl Ring {
         &self.sets
     }
 
-    fn entry(&self, token: u64) -> Option<&RangeEntry> {
+    fn vnode_entry(&self, token: u64) -> Option<&RangeEntry> {
         let index = self.ranges.partition_point(|range| range.end < token);
         self.ranges.get(index).or_else(|| self.ranges.first())
     }
 
-    /// Every range of the ring (in token order, the wrap-around range split
-    /// in two) with its replicas.
+    /// Every range of the ring (in token order: runs of partitions with the
+    /// same preference list) with its replicas.
     pub fn ranges(&self) -> Vec<(TokenRange, Arc<[String]>)> {
-        let Some(last) = self.ranges.last() else {
-            return Vec::new();
-        };
-        let mut out = Vec::with_capacity(self.ranges.len() + 1);
-        let mut start = 0u64;
-        for entry in &self.ranges {
-            out.push((start..=entry.end, entry.replicas.clone()));
-            start = entry.end.wrapping_add(1);
-        }
-        // Past the last point, tokens wrap to the first range's replicas.
-        if last.end != u64::MAX {
-            out.push((last.end + 1..=u64::MAX, self.ranges[0].replicas.clone()));
+        let mut out: Vec<(TokenRange, Arc<[String]>)> = Vec::new();
+        let mut previous_set = usize::MAX;
+        for (partition, set) in self.partitions.iter().enumerate() {
+            let tokens = partition_tokens(partition);
+            match out.last_mut() {
+                Some((range, _)) if *set == previous_set => {
+                    *range = *range.start()..=*tokens.end();
+                }
+                _ => out.push((tokens, self.sets[*set].clone())),
+            }
+            previous_set = *set;
         }
         out
     }
@@ -471,6 +521,23 @@ mod tests {
         // RF 2 of 3: node-1 holds about two thirds of the ring.
         let share = held as f64 / 2f64.powi(64);
         assert!((0.4..0.95).contains(&share), "{share}");
+    }
+
+    #[test]
+    fn every_token_of_a_partition_has_the_partition_preference_list() {
+        let ring = Ring::new(nodes(5), 128, 3);
+        for partition in [0, 1, 17, PARTITIONS / 2, PARTITIONS - 1] {
+            let tokens = partition_tokens(partition);
+            let expected = ring.partition_replicas(partition).to_vec();
+            assert_eq!(expected.len(), 3);
+            for token in [*tokens.start(), *tokens.start() + 12345, *tokens.end()] {
+                assert_eq!(partition_of(token), partition);
+                assert_eq!(ring.replicas(token), &expected[..]);
+            }
+        }
+        for (range, _) in ring.ranges() {
+            assert_eq!(*range.start() & ((1 << (64 - PARTITION_BITS)) - 1), 0);
+        }
     }
 
     fn member(id: &str, port: u16, live: bool) -> crate::membership::Member {
