@@ -33,6 +33,10 @@ use super::{
 };
 use crate::lineproto::{self, FieldValue, Point};
 
+#[path = "rows.rs"]
+mod rows;
+use rows::LeafBook;
+
 /// What a column read gives: values, or values with their versions.
 enum Read {
     Plain(Vec<(i64, Value)>),
@@ -71,6 +75,10 @@ struct WalPoint {
     series: u64,
     time: i64,
     fields: Vec<(u32, Value)>,
+    /// This point's own version (a repair carries each point's original
+    /// version); 0: the batch's.
+    #[serde(default)]
+    version: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -285,6 +293,8 @@ pub struct Engine {
     block_seq: AtomicU64,
     signal: Arc<Signal>,
     background: Mutex<Option<JoinHandle<()>>>,
+    /// Merkle leaves per (shard group, partition), for anti-entropy.
+    leaves: Mutex<LeafBook>,
 }
 
 impl Engine {
@@ -369,6 +379,7 @@ impl Engine {
             block_seq: AtomicU64::new(now_nanos() as u64),
             signal: Arc::new(Signal::default()),
             background: Mutex::new(None),
+            leaves: Mutex::new(LeafBook::default()),
         });
         engine.replay_wal(&wal_dir)?;
         let weak = Arc::downgrade(&engine);
@@ -418,6 +429,17 @@ impl Engine {
             let tokens = self.tokens_of(batch.db, &batch.points);
             if let Some(tokens) = tokens {
                 Self::buffer_batch(&mut self.buffer.lock(), &batch, &tokens);
+                let shard_duration = self
+                    .catalog
+                    .read()
+                    .database_by_id(batch.db)
+                    .and_then(|database| database.rps.iter().find(|rp| rp.id == batch.rp))
+                    .map(|rp| rp.shard_duration);
+                if let Some(shard_duration) = shard_duration {
+                    self.leaves
+                        .lock()
+                        .mark_written(&batch, &tokens, shard_duration);
+                }
                 replayed += batch.points.len();
             }
             Ok(())
@@ -459,7 +481,11 @@ impl Engine {
                 });
                 if entry.column.values.push(value) {
                     entry.column.times.push(point.time);
-                    entry.column.versions.push(batch.version);
+                    entry.column.versions.push(if point.version == 0 {
+                        batch.version
+                    } else {
+                        point.version
+                    });
                     buffer.bytes += 16 + block::Values::value_size(value);
                 }
             }
@@ -600,6 +626,7 @@ impl Engine {
                 .filter_map(|id| shards.remove(&id).map(|keyspace| (id, keyspace)))
                 .collect()
         };
+        self.leaves.lock().drop_shards(&which);
         for (id, keyspace) in doomed {
             tracing::info!(shard = %id.keyspace_name(), "dropping shard group");
             self.db.delete_keyspace(keyspace).map_err(engine_error)?;
@@ -615,6 +642,19 @@ impl Engine {
         rp: Option<&str>,
         points: &[Point<'_>],
         options: WriteOptions,
+    ) -> Result<WriteOutcome, StorageError> {
+        self.write_points(db_name, rp, points, options, None)
+    }
+
+    /// Write with `point_versions[point.line]` as each point's version (a
+    /// repair keeps the versions the points were written with).
+    fn write_points(
+        &self,
+        db_name: &str,
+        rp: Option<&str>,
+        points: &[Point<'_>],
+        options: WriteOptions,
+        point_versions: Option<&[u64]>,
     ) -> Result<WriteOutcome, StorageError> {
         let mut outcome = WriteOutcome::default();
         // Validate against the catalog; a new field takes the write lock.
@@ -680,6 +720,9 @@ impl Engine {
                     series: id.unwrap_or(0),
                     time: point.timestamp,
                     fields,
+                    version: point_versions
+                        .and_then(|versions| versions.get(point.line).copied())
+                        .unwrap_or(0),
                 });
             }
         }
@@ -739,6 +782,11 @@ impl Engine {
             log.last_seq += 1;
             let mut buffer = self.buffer.lock();
             Self::buffer_batch(&mut buffer, &batch, &tokens);
+            // The leaves go dirty in the step that makes the points
+            // readable and durable: under the log lock, before the answer.
+            self.leaves
+                .lock()
+                .mark_written(&batch, &tokens, rp_meta.shard_duration);
             (
                 log.last_seq,
                 buffer.bytes as u64 >= self.options.buffer_max_bytes,
@@ -1084,6 +1132,7 @@ impl Engine {
             }
         }
         batch.commit().map_err(engine_error)?;
+        self.leaves.lock().forget(|shard| shard.db == db_id);
         self.update_catalog(|catalog| {
             let database = catalog.database_mut(db)?;
             let changed = database.measurements.remove(measurement).is_some();
@@ -1161,6 +1210,7 @@ impl Engine {
             batch.remove(&self.series_ks, series_record_key(db_id, *id));
         }
         batch.commit().map_err(engine_error)?;
+        self.leaves.lock().forget(|shard| shard.db == db_id);
         if !emptied.is_empty() {
             let mut index = index.write();
             for id in emptied {

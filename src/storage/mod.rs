@@ -414,6 +414,22 @@ impl Storage {
             .read_field_versioned(db, rp, series_id, field, range, take)
     }
 
+    /// Apply rows of a shard group (from anti-entropy or read repair),
+    /// each point keeping its version.
+    pub fn apply_rows(
+        &self,
+        shard_group: &str,
+        rows: Vec<dynaflux_actors::Row>,
+    ) -> Result<(), StorageError> {
+        self.engine.ae_apply_rows(shard_group, rows)
+    }
+
+    /// The shard group name of `db`/`rp` that holds `time` (for rows that
+    /// only need the database and retention policy).
+    pub fn shard_group_name(db: &str, rp: &str, start: i64) -> String {
+        format!("{db}\u{1f}{rp}\u{1f}{start}")
+    }
+
     /// A new version from this node's clock (a coordinator stamps a write
     /// once, and every replica stores that version).
     pub fn next_version(&self) -> u64 {
@@ -534,5 +550,39 @@ impl Storage {
     ) -> Result<Vec<(i64, Value)>, StorageError> {
         self.engine
             .read_field(db, rp, series_id, field, (min_time, max_time), take)
+    }
+}
+
+/// The node's engine as anti-entropy sees it: shard groups of versioned
+/// rows, compared per partition.
+impl dynaflux_actors::RangeStore for Storage {
+    type Error = StorageError;
+
+    fn shard_groups(&self) -> Result<Vec<String>, StorageError> {
+        Ok(self.engine.ae_shard_groups())
+    }
+
+    fn leaves(
+        &self,
+        shard_group: &str,
+        partitions: &dynaflux_actors::PartitionSet,
+    ) -> Result<Vec<dynaflux_actors::Leaf>, StorageError> {
+        self.engine.ae_leaves(shard_group, partitions)
+    }
+
+    fn scan_partition(
+        &self,
+        shard_group: &str,
+        partition: u32,
+    ) -> Result<Vec<dynaflux_actors::Row>, StorageError> {
+        self.engine.ae_scan_partition(shard_group, partition)
+    }
+
+    fn apply_rows(
+        &self,
+        shard_group: &str,
+        rows: Vec<dynaflux_actors::Row>,
+    ) -> Result<(), StorageError> {
+        self.engine.ae_apply_rows(shard_group, rows)
     }
 }

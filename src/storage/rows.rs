@@ -1,0 +1,594 @@
+//! The engine's side of anti-entropy: shard groups as Merkle leaves and
+//! versioned rows ([`dynaflux_actors::RangeStore`]).
+//!
+//! A leaf is one partition (the top bits of the token: see
+//! [`dynaflux_actors::ownership::partition_of`]) of one shard group; its
+//! hash is the wrapping sum of `xxh3_128(series key, field, time, version,
+//! value)` over the partition's resolved points (one per series, field and
+//! time: the highest version), so replicas with the same data have the same
+//! leaf whatever order it arrived in and however it was flushed. Series and
+//! field ids are local to a node; the hash and the rows use names.
+//!
+//! A write marks its leaves dirty under the log lock, the step that makes it
+//! durable and readable; [`Engine::ae_leaves`] re-hashes the dirty ones
+//! (the partition's blocks, one contiguous key range, and its buffered
+//! points). The book lives in memory: after a restart each shard group is
+//! hashed once, on the first exchange that asks for it. Deletes mark the
+//! shard groups of their database for re-hashing.
+//!
+//! A row is one field of one series in one partition: key `rmp(measurement,
+//! tags, field)`, value the encoded column (times, versions, values), so
+//! rows stream compressed and keep every point's version.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use dynaflux_actors::ownership::{partition_of, partition_tokens, PARTITIONS};
+use dynaflux_actors::{Leaf, PartitionSet, Row};
+
+use super::{
+    block, engine_error, now_nanos, shard_start, Column, ColumnKey, Engine, HashMap, ShardId,
+    StorageError, Value, WalBatch,
+};
+use crate::lineproto::{FieldValue, Point};
+
+type HashSet<K> = rustc_hash::FxHashSet<K>;
+
+/// Shard groups that end within this margin of their retention are not
+/// compared: they are about to be dropped on every replica.
+const RETENTION_MARGIN_NANOS: i64 = 3_600_000_000_000;
+
+/// How many partitions one pass over the write buffer hashes at most.
+const PARTITIONS_PER_PASS: usize = 256;
+
+/// The Merkle leaves this node keeps up to date.
+#[derive(Default)]
+pub(super) struct LeafBook {
+    /// Hashes of leaves, valid unless the leaf is in `dirty` or its shard
+    /// group is not in `known`. Empty leaves are absent.
+    clean: HashMap<(ShardId, u32), (u128, u64)>,
+    dirty: HashSet<(ShardId, u32)>,
+    /// Shard groups whose every leaf has been hashed since start.
+    known: HashSet<ShardId>,
+    /// Shard groups written since start (they may have no keyspace yet).
+    seen: BTreeSet<ShardId>,
+}
+
+impl LeafBook {
+    pub(super) fn mark_written(
+        &mut self,
+        batch: &WalBatch,
+        tokens: &[Option<u64>],
+        shard_duration: u64,
+    ) {
+        let mut last: Option<(ShardId, u32)> = None;
+        for (point, token) in batch.points.iter().zip(tokens) {
+            let Some(token) = token else { continue };
+            let leaf = (
+                ShardId {
+                    db: batch.db,
+                    rp: batch.rp,
+                    start: shard_start(point.time, shard_duration),
+                },
+                partition_of(*token) as u32,
+            );
+            if last == Some(leaf) {
+                continue;
+            }
+            last = Some(leaf);
+            if self.dirty.insert(leaf) {
+                self.seen.insert(leaf.0);
+            }
+        }
+    }
+
+    /// Forget what is known of the shard groups `which` selects: they are
+    /// hashed again from scratch when next asked for.
+    pub(super) fn forget(&mut self, which: impl Fn(&ShardId) -> bool) {
+        self.known.retain(|shard| !which(shard));
+        self.clean.retain(|(shard, _), _| !which(shard));
+        self.dirty.retain(|(shard, _)| !which(shard));
+    }
+
+    /// Forget the shard groups `which` selects entirely (dropped).
+    pub(super) fn drop_shards(&mut self, which: impl Fn(&ShardId) -> bool) {
+        self.forget(&which);
+        self.seen.retain(|shard| !which(shard));
+    }
+}
+
+/// One field of one series, resolved: sorted by time, one point per time.
+struct FieldPoints {
+    token: u64,
+    series: u64,
+    field: u32,
+    points: Vec<(i64, u64, Value)>,
+}
+
+/// Names for the local ids of one database's series and fields.
+struct Names {
+    /// series id -> (series key, measurement, tags)
+    series: HashMap<u64, (String, String, Vec<(String, String)>)>,
+    /// (measurement, field id) -> field name
+    fields: HashMap<(String, u32), String>,
+}
+
+fn value_hash_bytes(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Float(v) => {
+            out.push(0);
+            out.extend_from_slice(&v.to_bits().to_be_bytes());
+        }
+        Value::Integer(v) => {
+            out.push(1);
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+        Value::Unsigned(v) => {
+            out.push(2);
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+        Value::String(v) => {
+            out.push(3);
+            out.extend_from_slice(v.as_bytes());
+        }
+        Value::Boolean(v) => {
+            out.push(4);
+            out.push(u8::from(*v));
+        }
+    }
+}
+
+impl Engine {
+    /// The name of a shard group on every node: db, rp, start, by name.
+    fn shard_group_name(&self, shard: ShardId) -> Option<String> {
+        let catalog = self.catalog.read();
+        let database = catalog.database_by_id(shard.db)?;
+        let rp = database.rps.iter().find(|rp| rp.id == shard.rp)?;
+        Some(format!(
+            "{}\u{1f}{}\u{1f}{}",
+            database.name, rp.name, shard.start
+        ))
+    }
+
+    /// `(db name, rp name, shard)` of a shard group name, if this node has
+    /// the database and retention policy.
+    fn shard_of_name(&self, name: &str) -> Option<(String, String, ShardId)> {
+        let mut parts = name.split('\u{1f}');
+        let (db, rp, start) = (parts.next()?, parts.next()?, parts.next()?);
+        let start: i64 = start.parse().ok()?;
+        let catalog = self.catalog.read();
+        let database = catalog.database(db)?;
+        let rp_meta = database.rp(rp)?;
+        Some((
+            db.to_string(),
+            rp.to_string(),
+            ShardId {
+                db: database.id,
+                rp: rp_meta.id,
+                start,
+            },
+        ))
+    }
+
+    /// The shard groups to compare: those with blocks or written since
+    /// start, except those about to expire.
+    pub fn ae_shard_groups(&self) -> Vec<String> {
+        let mut shards: BTreeSet<ShardId> = self.shards.read().keys().copied().collect();
+        shards.extend(self.leaves.lock().seen.iter().copied());
+        let now = now_nanos();
+        let live: Vec<ShardId> = {
+            let catalog = self.catalog.read();
+            shards
+                .into_iter()
+                .filter(|shard| {
+                    let Some(rp) = catalog
+                        .database_by_id(shard.db)
+                        .and_then(|database| database.rps.iter().find(|rp| rp.id == shard.rp))
+                    else {
+                        return false;
+                    };
+                    if rp.duration == 0 {
+                        return true;
+                    }
+                    let end = shard
+                        .start
+                        .saturating_add(i64::try_from(rp.shard_duration).unwrap_or(i64::MAX));
+                    let cutoff = now
+                        .saturating_sub(i64::try_from(rp.duration).unwrap_or(i64::MAX))
+                        .saturating_add(RETENTION_MARGIN_NANOS);
+                    end >= cutoff
+                })
+                .collect()
+        };
+        live.into_iter()
+            .filter_map(|shard| self.shard_group_name(shard))
+            .collect()
+    }
+
+    /// The up-to-date, non-empty leaves of a shard group among `partitions`.
+    pub fn ae_leaves(
+        &self,
+        name: &str,
+        partitions: &PartitionSet,
+    ) -> Result<Vec<Leaf>, StorageError> {
+        let Some((_, _, shard)) = self.shard_of_name(name) else {
+            return Ok(Vec::new());
+        };
+        // Take the work out of the book first: a write that lands while we
+        // hash marks its leaf dirty again, and the next call re-hashes it.
+        let todo: Vec<u32> = {
+            let mut book = self.leaves.lock();
+            if book.known.insert(shard) {
+                book.clean.retain(|(s, _), _| *s != shard);
+                book.dirty.retain(|(s, _)| *s != shard);
+                (0..PARTITIONS as u32).collect()
+            } else {
+                let mut todo: Vec<u32> = partitions
+                    .iter()
+                    .map(|p| p as u32)
+                    .filter(|p| book.dirty.remove(&(shard, *p)))
+                    .collect();
+                todo.sort_unstable();
+                todo
+            }
+        };
+        for pass in todo.chunks(PARTITIONS_PER_PASS) {
+            let hashed = match self.hash_partitions(shard, pass) {
+                Ok(hashed) => hashed,
+                Err(error) => {
+                    // Not hashed: leave them dirty for the next call.
+                    let mut book = self.leaves.lock();
+                    for p in pass {
+                        book.dirty.insert((shard, *p));
+                    }
+                    return Err(error);
+                }
+            };
+            let mut book = self.leaves.lock();
+            for p in pass {
+                match hashed.get(p) {
+                    Some(leaf) => book.clean.insert((shard, *p), *leaf),
+                    None => book.clean.remove(&(shard, *p)),
+                };
+            }
+        }
+        let book = self.leaves.lock();
+        let mut out: Vec<Leaf> = partitions
+            .iter()
+            .filter_map(|p| {
+                book.clean
+                    .get(&(shard, p as u32))
+                    .map(|(hash, count)| Leaf {
+                        partition: p as u32,
+                        hash: *hash,
+                        count: *count,
+                    })
+            })
+            .collect();
+        out.sort_by_key(|leaf| leaf.partition);
+        Ok(out)
+    }
+
+    fn names(&self, db: u32) -> Result<Names, StorageError> {
+        let index =
+            self.indexes.read().get(&db).cloned().ok_or_else(|| {
+                StorageError::Engine(format!("no series index for database {db}"))
+            })?;
+        let series = index
+            .read()
+            .series
+            .iter()
+            .map(|(id, entry)| {
+                (
+                    *id,
+                    (
+                        entry.info.key.clone(),
+                        entry.info.measurement.clone(),
+                        entry.info.tags.clone(),
+                    ),
+                )
+            })
+            .collect();
+        let catalog = self.catalog.read();
+        let fields = catalog
+            .database_by_id(db)
+            .map(|database| {
+                database
+                    .measurements
+                    .iter()
+                    .flat_map(|(measurement, meta)| {
+                        meta.fields.iter().filter_map(move |(name, _)| {
+                            meta.field(name)
+                                .map(|(id, _)| ((measurement.clone(), id), name.clone()))
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Names { series, fields })
+    }
+
+    /// The resolved points of `partitions` (sorted) of a shard group: its
+    /// blocks and what is buffered.
+    fn partition_points(
+        &self,
+        shard: ShardId,
+        partitions: &[u32],
+    ) -> Result<Vec<FieldPoints>, StorageError> {
+        let end = {
+            let catalog = self.catalog.read();
+            let duration = catalog
+                .database_by_id(shard.db)
+                .and_then(|database| database.rps.iter().find(|rp| rp.id == shard.rp))
+                .map_or(u64::MAX, |rp| rp.shard_duration);
+            shard
+                .start
+                .saturating_add(i64::try_from(duration).unwrap_or(i64::MAX))
+        };
+        let mut raw: BTreeMap<(u64, u64, u32), Vec<(i64, u64, Value)>> = BTreeMap::new();
+        let keyspace = self.shards.read().get(&shard).cloned();
+        if let Some(keyspace) = keyspace {
+            for partition in partitions {
+                let tokens = partition_tokens(*partition as usize);
+                let from = tokens.start().to_be_bytes();
+                let items = if *tokens.end() == u64::MAX {
+                    keyspace.range(from.to_vec()..)
+                } else {
+                    let to = (tokens.end() + 1).to_be_bytes();
+                    keyspace.range(from.to_vec()..to.to_vec())
+                };
+                for item in items {
+                    let (key, value) = item.into_inner().map_err(engine_error)?;
+                    if key.len() < 20 {
+                        continue;
+                    }
+                    let token = u64::from_be_bytes(key[0..8].try_into().map_err(engine_error)?);
+                    let series = u64::from_be_bytes(key[8..16].try_into().map_err(engine_error)?);
+                    let field = u32::from_be_bytes(key[16..20].try_into().map_err(engine_error)?);
+                    let column = block::decode(&value)?;
+                    column.collect_into(
+                        i64::MIN,
+                        i64::MAX,
+                        raw.entry((token, series, field)).or_default(),
+                    );
+                }
+            }
+        }
+        let wanted: HashSet<u32> = partitions.iter().copied().collect();
+        let mut add_buffered = |key: &ColumnKey, token: u64, column: &Column| {
+            if key.db != shard.db
+                || key.rp != shard.rp
+                || !wanted.contains(&(partition_of(token) as u32))
+            {
+                return;
+            }
+            column.collect_into(
+                shard.start,
+                end.saturating_sub(1),
+                raw.entry((token, key.series, key.field)).or_default(),
+            );
+        };
+        for frozen in self.frozen.read().iter() {
+            for (key, buffered) in &frozen.columns {
+                add_buffered(key, buffered.token, &buffered.column);
+            }
+        }
+        for (key, buffered) in &self.buffer.lock().columns {
+            add_buffered(key, buffered.token, &buffered.column);
+        }
+        let mut out = Vec::with_capacity(raw.len());
+        for ((token, series, field), mut points) in raw {
+            // Stable: on equal (time, version) the later source wins.
+            points.sort_by_key(|(time, version, _)| (*time, *version));
+            let mut resolved: Vec<(i64, u64, Value)> = Vec::with_capacity(points.len());
+            for point in points {
+                match resolved.last_mut() {
+                    Some(last) if last.0 == point.0 => *last = point,
+                    _ => resolved.push(point),
+                }
+            }
+            if !resolved.is_empty() {
+                out.push(FieldPoints {
+                    token,
+                    series,
+                    field,
+                    points: resolved,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The leaves of `partitions` of a shard group: partition -> (hash, count).
+    fn hash_partitions(
+        &self,
+        shard: ShardId,
+        partitions: &[u32],
+    ) -> Result<HashMap<u32, (u128, u64)>, StorageError> {
+        let fields = self.partition_points(shard, partitions)?;
+        if fields.is_empty() {
+            return Ok(HashMap::default());
+        }
+        let names = self.names(shard.db)?;
+        let mut out: HashMap<u32, (u128, u64)> = HashMap::default();
+        let mut bytes = Vec::with_capacity(64);
+        for field_points in fields {
+            let Some((key, measurement, _)) = names.series.get(&field_points.series) else {
+                continue;
+            };
+            let Some(field) = names.fields.get(&(measurement.clone(), field_points.field)) else {
+                continue;
+            };
+            let mut seed = xxhash_rust::xxh3::Xxh3::new();
+            seed.update(key.as_bytes());
+            seed.update(&[0]);
+            seed.update(field.as_bytes());
+            let seed = seed.digest();
+            let leaf = out
+                .entry(partition_of(field_points.token) as u32)
+                .or_default();
+            for (time, version, value) in &field_points.points {
+                bytes.clear();
+                bytes.extend_from_slice(&seed.to_be_bytes());
+                bytes.extend_from_slice(&time.to_be_bytes());
+                bytes.extend_from_slice(&version.to_be_bytes());
+                value_hash_bytes(value, &mut bytes);
+                leaf.0 = leaf.0.wrapping_add(xxhash_rust::xxh3::xxh3_128(&bytes));
+                leaf.1 += 1;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every row of one partition of a shard group.
+    pub fn ae_scan_partition(&self, name: &str, partition: u32) -> Result<Vec<Row>, StorageError> {
+        let Some((_, _, shard)) = self.shard_of_name(name) else {
+            return Ok(Vec::new());
+        };
+        let fields = self.partition_points(shard, &[partition])?;
+        if fields.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names = self.names(shard.db)?;
+        let mut rows = Vec::with_capacity(fields.len());
+        for field_points in fields {
+            let Some((_, measurement, tags)) = names.series.get(&field_points.series) else {
+                continue;
+            };
+            let Some(field) = names.fields.get(&(measurement.clone(), field_points.field)) else {
+                continue;
+            };
+            let Some(first) = field_points.points.first() else {
+                continue;
+            };
+            let mut column = Column::new(first.2.field_type());
+            let mut version = 0;
+            for (time, point_version, value) in &field_points.points {
+                if column.values.push(value) {
+                    column.times.push(*time);
+                    column.versions.push(*point_version);
+                    version = version.max(*point_version);
+                }
+            }
+            rows.push(Row {
+                token: field_points.token,
+                key: rmp_serde::to_vec(&(measurement, tags, field)).map_err(engine_error)?,
+                version,
+                value: column.encode()?,
+            });
+        }
+        Ok(rows)
+    }
+
+    /// Apply rows (from a peer's [`Engine::ae_scan_partition`]) through the
+    /// write path, each point with its own version.
+    pub fn ae_apply_rows(&self, name: &str, rows: Vec<Row>) -> Result<(), StorageError> {
+        let mut parts = name.split('\u{1f}');
+        let (Some(db), Some(rp)) = (parts.next(), parts.next()) else {
+            return Err(StorageError::Invalid(format!(
+                "not a shard group name: {name:?}"
+            )));
+        };
+        struct Decoded {
+            measurement: String,
+            tags: Vec<(String, String)>,
+            field: String,
+            column: Column,
+        }
+        let mut decoded = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let (measurement, tags, field): (String, Vec<(String, String)>, String) =
+                rmp_serde::from_slice(&row.key).map_err(engine_error)?;
+            decoded.push(Decoded {
+                measurement,
+                tags,
+                field,
+                column: block::decode(&row.value)?,
+            });
+        }
+        // One point per (series, time, version), with its fields.
+        let mut grouped: BTreeMap<(usize, i64, u64), Vec<(usize, usize)>> = BTreeMap::new();
+        let mut series_of: HashMap<(&str, &[(String, String)]), usize> = HashMap::default();
+        for (row_index, row) in decoded.iter().enumerate() {
+            let next = series_of.len();
+            let series = *series_of
+                .entry((row.measurement.as_str(), row.tags.as_slice()))
+                .or_insert(next);
+            for index in 0..row.column.len() {
+                grouped
+                    .entry((series, row.column.times[index], row.column.versions[index]))
+                    .or_default()
+                    .push((row_index, index));
+            }
+        }
+        let values: Vec<Vec<Option<Value>>> = decoded
+            .iter()
+            .map(|row| {
+                (0..row.column.len())
+                    .map(|i| row.column.values.get(i))
+                    .collect()
+            })
+            .collect();
+        let mut points = Vec::with_capacity(grouped.len());
+        let mut versions = Vec::with_capacity(grouped.len());
+        for ((_, time, version), members) in &grouped {
+            let Some(&(first_row, _)) = members.first() else {
+                continue;
+            };
+            let row = &decoded[first_row];
+            let fields: Vec<_> = members
+                .iter()
+                .filter_map(|(row_index, index)| {
+                    let value = values.get(*row_index)?.get(*index)?.as_ref()?;
+                    Some((
+                        std::borrow::Cow::Borrowed(decoded[*row_index].field.as_str()),
+                        field_value(value),
+                    ))
+                })
+                .collect();
+            points.push(Point {
+                measurement: std::borrow::Cow::Borrowed(row.measurement.as_str()),
+                tags: row
+                    .tags
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            std::borrow::Cow::Borrowed(k.as_str()),
+                            std::borrow::Cow::Borrowed(v.as_str()),
+                        )
+                    })
+                    .collect(),
+                fields,
+                timestamp: *time,
+                // The index of the point's version (see `write_points`).
+                line: versions.len(),
+                text: "",
+            });
+            versions.push(*version);
+        }
+        if points.is_empty() {
+            return Ok(());
+        }
+        let newest = versions.iter().copied().max().unwrap_or(0);
+        self.write_points(
+            db,
+            Some(rp),
+            &points,
+            super::WriteOptions {
+                version: Some(newest),
+                values: true,
+            },
+            Some(&versions),
+        )
+        .map(|_| ())
+    }
+}
+
+fn field_value(value: &Value) -> FieldValue<'_> {
+    match value {
+        Value::Float(v) => FieldValue::Float(*v),
+        Value::Integer(v) => FieldValue::Integer(*v),
+        Value::Unsigned(v) => FieldValue::Unsigned(*v),
+        Value::String(v) => FieldValue::String(std::borrow::Cow::Borrowed(v.as_str())),
+        Value::Boolean(v) => FieldValue::Boolean(*v),
+    }
+}
