@@ -115,9 +115,19 @@ pub struct HandoffConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AntiEntropyConfig {
+    /// Compare Merkle trees with the other replicas every `interval`.
+    /// Default: true. (`dynaflux repair` runs a round even when false.)
+    pub enabled: bool,
     /// Default: 10m.
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
+    /// Most bytes per second a round streams, both ways together (0: no
+    /// limit). Default: 64MiB.
+    pub rate_limit: ByteSize,
+    /// Read repair: a quorum read that finds a replica missing or behind
+    /// writes the newest versions back to it, in the background.
+    /// Default: true.
+    pub read_repair: bool,
 }
 
 /// Limits that fail a query with a clear error instead of exhausting memory.
@@ -223,7 +233,10 @@ impl Default for HandoffConfig {
 impl Default for AntiEntropyConfig {
     fn default() -> Self {
         AntiEntropyConfig {
+            enabled: true,
             interval: Duration::from_secs(600),
+            rate_limit: ByteSize::mib(64),
+            read_repair: true,
         }
     }
 }

@@ -166,5 +166,73 @@ pub fn status(url: &str) -> Result<String, String> {
             queue["oldest_age_ms"].as_f64().unwrap_or(0.0) / 1000.0
         ));
     }
+    let ae = &body["local"]["anti_entropy"];
+    out.push_str(&format!(
+        "anti-entropy: {} rounds, {} partitions repaired, {} rows in / {} rows out, {} bytes in / {} bytes out since start\n",
+        ae["rounds"], ae["partitions_repaired"], ae["rows_received"], ae["rows_sent"],
+        ae["bytes_received"], ae["bytes_sent"]
+    ));
+    if ae["last_round"].is_object() {
+        out.push_str(&format!(
+            "  last round: {}\n",
+            round_summary(&ae["last_round"])
+        ));
+    }
+    let rr = &body["local"]["read_repair"];
+    out.push_str(&format!(
+        "read repair: {} reads repaired, {} points written back, {} failures since start\n",
+        rr["reads_repaired"], rr["points_repaired"], rr["failures"]
+    ));
     Ok(out)
+}
+
+/// One line for an anti-entropy round report.
+fn round_summary(round: &serde_json::Value) -> String {
+    let finished_ms = round["finished_ms"].as_u64().unwrap_or(0);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let mut line = format!(
+        "{:.1}s ago, took {} ms, {} peers ({} failed), shard groups {} in sync / {} repaired, {} partitions repaired, {} rows in / {} out, {} bytes in / {} out",
+        now_ms.saturating_sub(finished_ms) as f64 / 1000.0,
+        round["duration_ms"],
+        round["peers"],
+        round["peers_failed"],
+        round["shard_groups_in_sync"],
+        round["shard_groups_repaired"],
+        round["partitions_repaired"],
+        round["rows_received"],
+        round["rows_sent"],
+        round["bytes_received"],
+        round["bytes_sent"],
+    );
+    for error in round["errors"].as_array().into_iter().flatten() {
+        line.push_str(&format!("\n  error: {}", error.as_str().unwrap_or("?")));
+    }
+    line
+}
+
+/// `POST /cluster/repair` on the node at `url`: a round now, waited for.
+pub fn repair(url: &str) -> Result<String, String> {
+    let url = format!("{}/cluster/repair", url.trim_end_matches('/'));
+    let response = ureq::post(&url)
+        .timeout(Duration::from_secs(24 * 3600))
+        .call();
+    let text = match response {
+        Ok(response) => response.into_string().map_err(|e| format!("{url}: {e}"))?,
+        Err(ureq::Error::Status(code, response)) => {
+            let body = response.into_string().unwrap_or_default();
+            return Err(format!("{url}: {code} {body}"));
+        }
+        Err(error) => return Err(format!("{url}: {error}")),
+    };
+    let round: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{url}: not JSON: {e}"))?;
+    let errors = round["errors"].as_array().map_or(0, Vec::len);
+    let summary = format!("repair round: {}\n", round_summary(&round));
+    if errors > 0 {
+        return Err(summary);
+    }
+    Ok(summary)
 }

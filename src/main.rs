@@ -62,6 +62,13 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:8086")]
         url: String,
     },
+    /// Run an anti-entropy round on a node now (with every live replica it
+    /// shares data with), wait for it, and print what it repaired.
+    Repair {
+        /// The node's HTTP address.
+        #[arg(long, default_value = "http://127.0.0.1:8086")]
+        url: String,
+    },
 }
 
 /// Exit code for a configuration error, as operators' scripts expect.
@@ -95,6 +102,16 @@ fn main() -> ExitCode {
             }
             Err(error) => {
                 eprintln!("dynaflux status: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Repair { url } => match dynaflux::local::repair(&url) {
+            Ok(summary) => {
+                print!("{summary}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("dynaflux repair: {error}");
                 ExitCode::FAILURE
             }
         },

@@ -15,6 +15,7 @@
 
 mod handoff;
 pub mod protocol;
+mod repair;
 pub mod schema;
 mod write;
 
@@ -23,6 +24,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dynaflux_actors::anti_entropy::{self, AeStats, AntiEntropy, RepairNow, RoundReport};
 use dynaflux_actors::membership::{self, MembershipConfig, NodeState};
 use dynaflux_actors::ownership::{Ownership, OwnershipConfig};
 use dynaflux_actors::rpc::{self, Client, ServerStats};
@@ -70,6 +72,11 @@ pub struct Cluster {
     /// peer to wait for): until then this node may not know a database
     /// that the cluster has.
     schema_synced: std::sync::atomic::AtomicBool,
+    anti_entropy: actix::Addr<AntiEntropy<Storage, repair::RpcTransport>>,
+    ae_stats: Arc<AeStats>,
+    read_repair: Arc<repair::Repairer>,
+    /// `anti_entropy.read_repair`.
+    read_repair_enabled: bool,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -116,6 +123,29 @@ pub struct LocalStats {
     pub hints_dropped: u64,
     pub rpc_connections_rejected: u64,
     pub gossip_datagrams_rejected: u64,
+    pub anti_entropy: AntiEntropyStatus,
+    pub read_repair: ReadRepairStatus,
+}
+
+/// Anti-entropy since start, and the last completed round.
+#[derive(Debug, Serialize)]
+pub struct AntiEntropyStatus {
+    pub rounds: u64,
+    pub partitions_repaired: u64,
+    pub rows_received: u64,
+    pub rows_sent: u64,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub last_round: Option<RoundReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReadRepairStatus {
+    /// Quorum reads that found replicas disagreeing.
+    pub reads_repaired: u64,
+    /// Points written back to stale replicas.
+    pub points_repaired: u64,
+    pub failures: u64,
 }
 
 /// One hinted handoff queue.
@@ -216,14 +246,39 @@ impl Prepared {
             membership.snapshots.clone(),
         );
         let storage_for_hints = storage.clone();
+        let client = Arc::new(
+            Client::new(node_id.to_string(), secret, config.cluster.rpc_timeout)
+                .with_local_ip(rpc_addr.ip()),
+        );
+        let driver = Arc::new(anti_entropy::Driver::new(
+            Arc::new(storage.clone()),
+            Arc::new(repair::RpcTransport {
+                node_id: node_id.to_string(),
+                client: client.clone(),
+                topology: topology.clone(),
+            }),
+            config.anti_entropy.rate_limit.as_u64(),
+        ));
+        let ae_stats = driver.stats.clone();
+        let ae_actor = actix::Actor::start(AntiEntropy::new(
+            driver,
+            runtime.handle().clone(),
+            config
+                .anti_entropy
+                .enabled
+                .then_some(config.anti_entropy.interval),
+        ));
+        let read_repair = Arc::new(repair::Repairer {
+            node_id: node_id.to_string(),
+            client: client.clone(),
+            storage: storage.clone(),
+            stats: repair::ReadRepairStats::default(),
+        });
         let cluster = Cluster {
             node_id: node_id.to_string(),
             storage,
             rpc: runtime.handle().clone(),
-            client: Arc::new(
-                Client::new(node_id.to_string(), secret, config.cluster.rpc_timeout)
-                    .with_local_ip(rpc_addr.ip()),
-            ),
+            client,
             topology,
             write_consistency: config.cluster.write_consistency,
             read_consistency: config.cluster.read_consistency,
@@ -243,6 +298,10 @@ impl Prepared {
                 config.handoff.max_age,
             )),
             schema_synced: std::sync::atomic::AtomicBool::new(false),
+            anti_entropy: ae_actor,
+            ae_stats,
+            read_repair,
+            read_repair_enabled: config.anti_entropy.read_repair,
         };
         let cluster = Arc::new(cluster);
         runtime.spawn(schema_exchange(Arc::downgrade(&cluster)));
@@ -270,6 +329,29 @@ impl Cluster {
             || self
                 .schema_synced
                 .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Run an anti-entropy round with every live peer now (after the one
+    /// running, if any) and answer with what it did.
+    pub async fn repair(&self) -> Result<RoundReport, String> {
+        self.anti_entropy
+            .send(RepairNow)
+            .await
+            .map_err(|error| format!("anti-entropy unavailable: {error}"))?
+    }
+
+    fn anti_entropy_status(&self) -> AntiEntropyStatus {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stats = &self.ae_stats;
+        AntiEntropyStatus {
+            rounds: stats.rounds.load(Relaxed),
+            partitions_repaired: stats.partitions_repaired.load(Relaxed),
+            rows_received: stats.rows_received.load(Relaxed),
+            rows_sent: stats.rows_sent.load(Relaxed),
+            bytes_received: stats.bytes_received.load(Relaxed),
+            bytes_sent: stats.bytes_sent.load(Relaxed),
+            last_round: stats.last_round.lock().clone(),
+        }
     }
 
     pub fn default_write_consistency(&self) -> WriteConsistency {
@@ -342,6 +424,24 @@ impl Cluster {
                 gossip_datagrams_rejected: self
                     .gossip_rejected
                     .load(std::sync::atomic::Ordering::Relaxed),
+                anti_entropy: self.anti_entropy_status(),
+                read_repair: ReadRepairStatus {
+                    reads_repaired: self
+                        .read_repair
+                        .stats
+                        .reads_repaired
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                    points_repaired: self
+                        .read_repair
+                        .stats
+                        .points_repaired
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                    failures: self
+                        .read_repair
+                        .stats
+                        .failures
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                },
             },
         }
     }
@@ -433,46 +533,94 @@ impl Cluster {
             return Ok(None);
         }
         let need = if quorum { replicas.len() / 2 + 1 } else { 1 };
-        let mut answers: Vec<Vec<(i64, u64, Value)>> = Vec::new();
+        let mut answers: repair::Answers = Vec::new();
         let mut failures = Vec::new();
         if local {
             match self
                 .storage
                 .read_field_versioned(db, rp, series.id, field, range, take)
             {
-                Ok(points) => answers.push(points),
+                Ok(points) => answers.push((self.node_id.clone(), points)),
                 Err(error) => failures.push(format!("{}: {error}", self.node_id)),
             }
         }
-        // The others, live ones first, in preference order.
-        let order = live_first(&topology, replicas.iter().filter(|r| **r != self.node_id));
-        for id in order {
-            if answers.len() >= need {
-                break;
+        // The others, live ones first, in preference order. At `one` they
+        // are asked in turn until one answers; at `quorum` all at once: the
+        // read returns as soon as a majority answered, and once the rest
+        // have answered (or failed) the stale ones are repaired.
+        let order: Vec<String> =
+            live_first(&topology, replicas.iter().filter(|r| **r != self.node_id))
+                .into_iter()
+                .cloned()
+                .collect();
+        let request_for = |take| Request::ReadField {
+            db: db.to_string(),
+            rp: rp.to_string(),
+            series_key: series.key.clone(),
+            field: field.to_string(),
+            min: range.0,
+            max: range.1,
+            take,
+            versions: true,
+        };
+        if !quorum {
+            for id in &order {
+                if !answers.is_empty() {
+                    break;
+                }
+                let Some(member) = topology.members.get(id) else {
+                    failures.push(format!("{id}: unknown address"));
+                    continue;
+                };
+                let client = self.client.clone();
+                let address = member.rpc_addr;
+                let request = request_for(take);
+                match self
+                    .rpc
+                    .block_on(async move { client.call(address, request).await })
+                {
+                    Ok(Response::Versioned(points)) => answers.push((id.clone(), points)),
+                    Ok(_) => failures.push(format!("{id}: unexpected answer")),
+                    Err(error) => failures.push(format!("{id}: {error}")),
+                }
             }
-            let Some(member) = topology.members.get(id) else {
-                failures.push(format!("{id}: unknown address"));
-                continue;
-            };
-            let request = Request::ReadField {
-                db: db.to_string(),
-                rp: rp.to_string(),
-                series_key: series.key.clone(),
-                field: field.to_string(),
-                min: range.0,
-                max: range.1,
-                take,
-                versions: true,
-            };
-            let client = self.client.clone();
-            let address = member.rpc_addr;
-            let answer = self
-                .rpc
-                .block_on(async move { client.call(address, request).await });
-            match answer {
-                Ok(Response::Versioned(points)) => answers.push(points),
-                Ok(_) => failures.push(format!("{id}: unexpected answer")),
-                Err(error) => failures.push(format!("{id}: {error}")),
+        } else {
+            let (sender, receiver) = std::sync::mpsc::channel();
+            let calls = futures_util::stream::FuturesUnordered::new();
+            for id in order {
+                let Some(member) = topology.members.get(&id) else {
+                    failures.push(format!("{id}: unknown address"));
+                    continue;
+                };
+                let client = self.client.clone();
+                let address = member.rpc_addr;
+                let request = request_for(take);
+                calls.push(async move { (id, client.call(address, request).await) });
+            }
+            let repairer = self.read_repair_enabled.then(|| self.read_repair.clone());
+            let names = (db.to_string(), rp.to_string(), field.to_string());
+            let series_info = series.clone();
+            let topology_for_repair = topology.clone();
+            let gathered = std::mem::take(&mut answers);
+            let failed = std::mem::take(&mut failures);
+            self.rpc.spawn(gather_quorum(
+                calls,
+                need,
+                (gathered, failed),
+                sender,
+                move |all: &repair::Answers| {
+                    if let Some(repairer) = repairer {
+                        let (db, rp, field) = &names;
+                        repairer.repair(&topology_for_repair, (db, rp), &series_info, field, all);
+                    }
+                },
+            ));
+            match receiver.recv() {
+                Ok((got, why)) => {
+                    answers = got;
+                    failures = why;
+                }
+                Err(_) => failures.push("the read task ended without an answer".into()),
             }
         }
         if answers.len() < need {
@@ -484,7 +632,10 @@ impl Cluster {
                 failures.join(", ")
             ));
         }
-        Ok(Some(merge_versions(answers, take)))
+        Ok(Some(merge_versions(
+            answers.into_iter().map(|(_, points)| points).collect(),
+            take,
+        )))
     }
 }
 
@@ -723,6 +874,9 @@ fn handle_blocking(
                     .map(Response::Field)
                     .map_err(|e| e.to_string())
             }
+        }
+        Request::AntiEntropy(request) => {
+            anti_entropy::serve(storage, request).map(Response::AntiEntropy)
         }
         Request::Statement { db, rp, text } => {
             let query = influxql::parse(&text).map_err(|e| e.to_string())?;
@@ -992,4 +1146,41 @@ fn live_first<'a>(
     let mut order: Vec<&String> = replicas.collect();
     order.sort_by_key(|id| !topology.members.get(*id).is_some_and(|m| m.live));
     order
+}
+
+/// Answers so far and why the others failed.
+type Gathered = (repair::Answers, Vec<String>);
+
+/// Wait for the replicas' answers to a quorum read: hand the first `need`
+/// (or all, if fewer came) to `sender` at once, then, once every replica
+/// answered or failed, give all answers to `then` (read repair).
+async fn gather_quorum<F>(
+    mut calls: futures_util::stream::FuturesUnordered<F>,
+    need: usize,
+    (mut answers, mut failures): Gathered,
+    sender: std::sync::mpsc::Sender<Gathered>,
+    then: impl FnOnce(&repair::Answers),
+) where
+    F: std::future::Future<Output = (String, Result<Response, rpc::RpcError>)>,
+{
+    use futures_util::StreamExt;
+    let mut sent = answers.len() >= need;
+    if sent {
+        let _ = sender.send((answers.clone(), failures.clone()));
+    }
+    while let Some((id, answer)) = calls.next().await {
+        match answer {
+            Ok(Response::Versioned(points)) => answers.push((id, points)),
+            Ok(_) => failures.push(format!("{id}: unexpected answer")),
+            Err(error) => failures.push(format!("{id}: {error}")),
+        }
+        if !sent && answers.len() >= need {
+            sent = true;
+            let _ = sender.send((answers.clone(), failures.clone()));
+        }
+    }
+    if !sent {
+        let _ = sender.send((answers.clone(), failures.clone()));
+    }
+    then(&answers);
 }

@@ -3,6 +3,7 @@
 //! Named msgpack: a field added later with `#[serde(default)]` is read by
 //! old and new nodes alike during a rolling upgrade.
 
+use dynaflux_actors::anti_entropy::{AeRequest, AeResponse};
 use serde::{Deserialize, Serialize};
 
 use super::schema::SchemaState;
@@ -52,6 +53,8 @@ pub enum Request {
         rp: Option<String>,
         text: String,
     },
+    /// Anti-entropy and read repair (the actors crate's messages).
+    AntiEntropy(AeRequest),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -78,6 +81,7 @@ pub enum Response {
     },
     Schema(SchemaState),
     Done,
+    AntiEntropy(AeResponse),
 }
 
 /// What a coordinator asks a replica to aggregate.

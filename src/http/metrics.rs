@@ -33,6 +33,19 @@ pub struct Metrics {
     hint_bytes: Family<Target, Gauge>,
     hint_oldest_age: Family<Target, Gauge<f64, AtomicU64>>,
     members_live: Gauge,
+    ae_rounds: Gauge,
+    ae_partitions_repaired: Gauge,
+    ae_rows: Family<Direction, Gauge>,
+    ae_bytes: Family<Direction, Gauge>,
+    ae_last_round_seconds: Gauge<f64, AtomicU64>,
+    ae_last_round_finished: Gauge,
+    read_repair_reads: Gauge,
+    read_repair_points: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Direction {
+    direction: String,
 }
 
 impl Default for Metrics {
@@ -52,6 +65,14 @@ impl Default for Metrics {
             hint_bytes: Family::default(),
             hint_oldest_age: Family::default(),
             members_live: Gauge::default(),
+            ae_rounds: Gauge::default(),
+            ae_partitions_repaired: Gauge::default(),
+            ae_rows: Family::default(),
+            ae_bytes: Family::default(),
+            ae_last_round_seconds: Gauge::default(),
+            ae_last_round_finished: Gauge::default(),
+            read_repair_reads: Gauge::default(),
+            read_repair_points: Gauge::default(),
         };
         registry.register(
             "write_requests",
@@ -113,6 +134,46 @@ impl Default for Metrics {
             "Cluster members this node sees live (itself included)",
             metrics.members_live.clone(),
         );
+        registry.register(
+            "anti_entropy_rounds",
+            "Anti-entropy rounds completed since start",
+            metrics.ae_rounds.clone(),
+        );
+        registry.register(
+            "anti_entropy_partitions_repaired",
+            "Partitions (per shard group and peer) whose Merkle leaves differed, since start",
+            metrics.ae_partitions_repaired.clone(),
+        );
+        registry.register(
+            "anti_entropy_rows",
+            "Rows streamed by anti-entropy since start, by direction",
+            metrics.ae_rows.clone(),
+        );
+        registry.register(
+            "anti_entropy_bytes",
+            "Bytes streamed by anti-entropy since start, by direction",
+            metrics.ae_bytes.clone(),
+        );
+        registry.register(
+            "anti_entropy_last_round_duration_seconds",
+            "How long the last anti-entropy round took",
+            metrics.ae_last_round_seconds.clone(),
+        );
+        registry.register(
+            "anti_entropy_last_round_finished_timestamp_seconds",
+            "When the last anti-entropy round ended (Unix time)",
+            metrics.ae_last_round_finished.clone(),
+        );
+        registry.register(
+            "read_repair_reads",
+            "Quorum reads that found replicas disagreeing, since start",
+            metrics.read_repair_reads.clone(),
+        );
+        registry.register(
+            "read_repair_points",
+            "Points written back to stale replicas by read repair, since start",
+            metrics.read_repair_points.clone(),
+        );
         Metrics {
             registry,
             ..metrics
@@ -139,6 +200,35 @@ pub async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
         metrics
             .members_live
             .set(int(status.members.iter().filter(|m| m.live).count() as u64));
+        let ae = &status.local.anti_entropy;
+        metrics.ae_rounds.set(int(ae.rounds));
+        metrics
+            .ae_partitions_repaired
+            .set(int(ae.partitions_repaired));
+        for (direction, rows, bytes) in [
+            ("in", ae.rows_received, ae.bytes_received),
+            ("out", ae.rows_sent, ae.bytes_sent),
+        ] {
+            let label = Direction {
+                direction: direction.into(),
+            };
+            metrics.ae_rows.get_or_create(&label).set(int(rows));
+            metrics.ae_bytes.get_or_create(&label).set(int(bytes));
+        }
+        if let Some(round) = &ae.last_round {
+            metrics
+                .ae_last_round_seconds
+                .set(round.duration_ms as f64 / 1000.0);
+            metrics
+                .ae_last_round_finished
+                .set(int(round.finished_ms / 1000));
+        }
+        metrics
+            .read_repair_reads
+            .set(int(status.local.read_repair.reads_repaired));
+        metrics
+            .read_repair_points
+            .set(int(status.local.read_repair.points_repaired));
         metrics.hint_entries.clear();
         metrics.hint_bytes.clear();
         metrics.hint_oldest_age.clear();

@@ -57,6 +57,7 @@ pub fn configure(state: Arc<ApiState>) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/ping", web::head().to(ping::ping))
             .route("/health", web::get().to(ping::health))
             .route("/cluster", web::get().to(cluster_status))
+            .route("/cluster/repair", web::post().to(cluster_repair))
             .route("/metrics", web::get().to(metrics::metrics));
     }
 }
@@ -67,6 +68,21 @@ pub fn configure(state: Arc<ApiState>) -> impl FnOnce(&mut web::ServiceConfig) {
 async fn cluster_status(state: web::Data<ApiState>) -> actix_web::HttpResponse {
     match &state.cluster {
         Some(cluster) => actix_web::HttpResponse::Ok().json(cluster.status()),
+        None => actix_web::HttpResponse::NotFound().json(serde_json::json!({
+            "error": "this node runs without the cluster machinery"
+        })),
+    }
+}
+
+/// `POST /cluster/repair`: run an anti-entropy round with every live peer
+/// now, wait for it, and answer with its report (JSON).
+async fn cluster_repair(state: web::Data<ApiState>) -> actix_web::HttpResponse {
+    match &state.cluster {
+        Some(cluster) => match cluster.repair().await {
+            Ok(report) => actix_web::HttpResponse::Ok().json(report),
+            Err(error) => actix_web::HttpResponse::ServiceUnavailable()
+                .json(serde_json::json!({ "error": error })),
+        },
         None => actix_web::HttpResponse::NotFound().json(serde_json::json!({
             "error": "this node runs without the cluster machinery"
         })),

@@ -35,6 +35,7 @@ use crate::lineproto::{self, FieldValue, Point};
 
 #[path = "rows.rs"]
 mod rows;
+pub use rows::repair_row;
 use rows::LeafBook;
 
 /// What a column read gives: values, or values with their versions.

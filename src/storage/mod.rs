@@ -424,6 +424,17 @@ impl Storage {
         self.engine.ae_apply_rows(shard_group, rows)
     }
 
+    /// A row of `points` (time, version, value) of one field of one series,
+    /// for read repair.
+    pub fn repair_row(
+        db: &str,
+        series: &SeriesInfo,
+        field: &str,
+        points: &[(i64, u64, Value)],
+    ) -> Result<dynaflux_actors::Row, StorageError> {
+        engine::repair_row(db, series, field, points)
+    }
+
     /// The shard group name of `db`/`rp` that holds `time` (for rows that
     /// only need the database and retention policy).
     pub fn shard_group_name(db: &str, rp: &str, start: i64) -> String {

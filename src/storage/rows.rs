@@ -592,3 +592,32 @@ fn field_value(value: &Value) -> FieldValue<'_> {
         Value::Boolean(v) => FieldValue::Boolean(*v),
     }
 }
+
+/// One row of one field of one series from `points` (time, version,
+/// value): what read repair writes back to a stale replica.
+pub fn repair_row(
+    db: &str,
+    series: &super::SeriesInfo,
+    field: &str,
+    points: &[(i64, u64, Value)],
+) -> Result<Row, StorageError> {
+    let first = points
+        .first()
+        .ok_or_else(|| StorageError::Engine("a repair row needs points".into()))?;
+    let mut column = Column::new(first.2.field_type());
+    let mut version = 0;
+    for (time, point_version, value) in points {
+        if column.values.push(value) {
+            column.times.push(*time);
+            column.versions.push(*point_version);
+            version = version.max(*point_version);
+        }
+    }
+    Ok(Row {
+        token: super::series_token(db, &series.key),
+        key: rmp_serde::to_vec(&(&series.measurement, &series.tags, field))
+            .map_err(engine_error)?,
+        version,
+        value: column.normalized().encode()?,
+    })
+}
