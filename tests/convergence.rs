@@ -131,3 +131,188 @@ fn writes_from_the_first_ping_are_on_a_quorum_when_acknowledged() {
         },
     );
 }
+
+fn create_database(url: &str) {
+    let (status, body) = common::post_query(url, "CREATE DATABASE db");
+    assert_eq!(status, 200, "{body}");
+}
+
+/// `hosts` series, `per_host` points each, one line per point: `n` is the
+/// point's index in its series, so its sum is known.
+fn lines(hosts: usize, per_host: usize) -> Vec<String> {
+    let mut out = Vec::with_capacity(hosts * per_host);
+    for t in 0..per_host {
+        for h in 0..hosts {
+            out.push(format!(
+                "cpu,host=h{h:03} v={}.5,n={t}i {}",
+                t + h,
+                t as i64 * 1_000_000_000
+            ));
+        }
+    }
+    out
+}
+
+/// Write `lines` at quorum through nodes 1 and 2 in turn.
+fn write_all(cluster: &TestCluster, lines: &[String]) {
+    for (i, chunk) in lines.chunks(5000).enumerate() {
+        let (status, body) = write_at(&cluster.url(i % 2), "db", "quorum", &chunk.join("\n"));
+        assert_eq!(status, 204, "{body}");
+    }
+}
+
+/// `(count(v), sum(n))` on one node.
+fn count_and_sum(url: &str) -> (u64, u64) {
+    let answer = query(url, "db", "SELECT count(v), sum(n) FROM cpu");
+    let row = &answer["results"][0]["series"][0]["values"][0];
+    (row[1].as_u64().unwrap_or(0), row[2].as_u64().unwrap_or(0))
+}
+
+/// Node 3, with nodes 1 and 2 killed, answers every point exactly once.
+fn assert_node3_alone_has(cluster: &mut TestCluster, hosts: usize, per_host: usize) {
+    cluster.nodes[0].kill9();
+    cluster.nodes[1].kill9();
+    let url = cluster.url(2);
+    let sum_n = (hosts * per_host * (per_host - 1) / 2) as u64;
+    assert_eq!(count_and_sum(&url), ((hosts * per_host) as u64, sum_n));
+    let per_series = query(&url, "db", "SELECT count(v) FROM cpu GROUP BY host");
+    let series = per_series["results"][0]["series"]
+        .as_array()
+        .expect("series");
+    assert_eq!(series.len(), hosts);
+    for one in series {
+        assert_eq!(one["values"][0][1].as_u64(), Some(per_host as u64), "{one}");
+    }
+}
+
+/// Waits until node 3 alone (reads at `one` are local on a replica) holds
+/// `count` points with `sum(n) = sum`.
+fn wait_node3_has(cluster: &TestCluster, count: u64, sum: u64, within: Duration) {
+    let started = Instant::now();
+    wait_until("node 3 to hold every point", within, || {
+        count_and_sum(&cluster.url(2)) == (count, sum)
+    });
+    eprintln!("node 3 converged {:?} after it was back", started.elapsed());
+}
+
+const CONVERGING: [(&str, &str); 3] = [
+    ("DYNAFLUX_HANDOFF__ENABLED", "false"),
+    ("DYNAFLUX_ANTI_ENTROPY__INTERVAL", "5s"),
+    ("DYNAFLUX_CLUSTER__READ_CONSISTENCY", "one"),
+];
+
+/// Handoff off: node 3 misses 200,000 quorum writes while it is down; back,
+/// with no further writes, anti-entropy alone gives it every point.
+#[test]
+fn anti_entropy_gives_a_returning_replica_every_point_it_missed() {
+    const HOSTS: usize = 100;
+    const PER_HOST: usize = 2000;
+    let mut cluster = TestCluster::start_with(3, 3, &CONVERGING);
+    create_database(&cluster.url(0));
+    assert!(cluster.nodes[2].terminate().success());
+    write_all(&cluster, &lines(HOSTS, PER_HOST));
+    cluster.nodes[2].restart();
+    cluster.wait_live(3);
+    let sum_n = (HOSTS * PER_HOST * (PER_HOST - 1) / 2) as u64;
+    wait_node3_has(
+        &cluster,
+        (HOSTS * PER_HOST) as u64,
+        sum_n,
+        Duration::from_secs(60),
+    );
+    // Rounds after convergence find every replica in sync.
+    wait_until(
+        "a round that finds nothing to repair",
+        Duration::from_secs(30),
+        || {
+            let (status, body) =
+                request("POST", &format!("{}/cluster/repair", cluster.url(2)), None);
+            let report: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            status == 200 && report["partitions_repaired"] == 0 && report["peers"] == 2
+        },
+    );
+    // Node 3 got the rows: pulled by its own rounds or pushed by the others'.
+    let moved: u64 = (0..3)
+        .map(|i| {
+            let ae = &cluster.nodes[i].cluster_status()["local"]["anti_entropy"];
+            if i == 2 {
+                // The repair command's rounds.
+                assert!(ae["last_round"]["duration_ms"].is_u64(), "{ae}");
+            }
+            let rows = if i == 2 {
+                &ae["rows_received"]
+            } else {
+                &ae["rows_sent"]
+            };
+            rows.as_u64().unwrap_or(0)
+        })
+        .sum();
+    assert!(moved > 0, "no rows streamed to node 3");
+    assert_node3_alone_has(&mut cluster, HOSTS, PER_HOST);
+}
+
+/// Node 3 loses its disk: restarted empty with the same id, anti-entropy
+/// rebuilds it completely (its schema comes back by the schema exchange).
+#[test]
+fn a_replica_that_lost_its_disk_is_rebuilt_by_anti_entropy() {
+    const HOSTS: usize = 50;
+    const PER_HOST: usize = 1000;
+    let mut cluster = TestCluster::start_with(3, 3, &CONVERGING);
+    create_database(&cluster.url(0));
+    write_all(&cluster, &lines(HOSTS, PER_HOST));
+    cluster.nodes[2].kill9();
+    std::fs::remove_dir_all(&cluster.nodes[2].data_dir).expect("delete node 3's data");
+    cluster.nodes[2].restart();
+    cluster.wait_live(3);
+    let sum_n = (HOSTS * PER_HOST * (PER_HOST - 1) / 2) as u64;
+    wait_node3_has(
+        &cluster,
+        (HOSTS * PER_HOST) as u64,
+        sum_n,
+        Duration::from_secs(60),
+    );
+    assert_node3_alone_has(&mut cluster, HOSTS, PER_HOST);
+}
+
+/// Handoff and anti-entropy off: node 3 misses writes; one quorum read
+/// through node 1 finds it behind and writes the points back to it.
+#[test]
+fn a_quorum_read_repairs_a_stale_replica() {
+    let mut cluster = TestCluster::start_with(
+        3,
+        3,
+        &[
+            ("DYNAFLUX_HANDOFF__ENABLED", "false"),
+            ("DYNAFLUX_ANTI_ENTROPY__ENABLED", "false"),
+            ("DYNAFLUX_CLUSTER__READ_CONSISTENCY", "quorum"),
+        ],
+    );
+    create_database(&cluster.url(0));
+    write_all(&cluster, &lines(10, 100)[..500]);
+    cluster.nodes[2].kill9();
+    write_all(&cluster, &lines(10, 100)[500..]);
+    cluster.nodes[2].restart();
+    cluster.wait_live(3);
+    let sum_n = (10 * 100 * 99 / 2) as u64;
+    assert_eq!(count_and_sum(&cluster.url(0)), (1000, sum_n));
+    wait_until(
+        "read repair to reach node 3",
+        Duration::from_secs(30),
+        || {
+            cluster.nodes[0].cluster_status()["local"]["read_repair"]["points_repaired"]
+                .as_u64()
+                .unwrap_or(0)
+                >= 500
+        },
+    );
+    // Node 3 alone, at `one`, without any other copy to read.
+    cluster.nodes[0].kill9();
+    cluster.nodes[1].kill9();
+    cluster.nodes[2].kill9();
+    cluster.nodes[2].set_env("DYNAFLUX_CLUSTER__READ_CONSISTENCY", "one");
+    cluster.nodes[2].restart();
+    let answer = query(&cluster.url(2), "db", "SELECT count(v), sum(n) FROM cpu");
+    let row = &answer["results"][0]["series"][0]["values"][0];
+    assert_eq!(row[1].as_u64(), Some(1000), "{answer}");
+    assert_eq!(row[2].as_u64(), Some(sum_n), "{answer}");
+}

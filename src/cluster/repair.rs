@@ -89,7 +89,7 @@ pub struct ReadRepairStats {
 pub type Answers = Vec<(String, Vec<(i64, u64, Value)>)>;
 
 /// Per stale replica, the winning points it lacks (or holds older).
-pub fn stale_replicas(answers: &Answers) -> Vec<(String, Vec<(i64, u64, Value)>)> {
+pub fn stale_replicas(answers: &Answers) -> Answers {
     if answers.len() < 2 {
         return Vec::new();
     }

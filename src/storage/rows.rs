@@ -104,10 +104,16 @@ struct FieldPoints {
     points: Vec<(i64, u64, Value)>,
 }
 
+/// A series' key, measurement and tags.
+type SeriesNames = (String, String, Vec<(String, String)>);
+
+/// Points with versions, of one field of one series.
+type VersionedPoints = Vec<(i64, u64, Value)>;
+
 /// Names for the local ids of one database's series and fields.
 struct Names {
     /// series id -> (series key, measurement, tags)
-    series: HashMap<u64, (String, String, Vec<(String, String)>)>,
+    series: HashMap<u64, SeriesNames>,
     /// (measurement, field id) -> field name
     fields: HashMap<(String, u32), String>,
 }
@@ -324,7 +330,7 @@ impl Engine {
                 .start
                 .saturating_add(i64::try_from(duration).unwrap_or(i64::MAX))
         };
-        let mut raw: BTreeMap<(u64, u64, u32), Vec<(i64, u64, Value)>> = BTreeMap::new();
+        let mut raw: BTreeMap<(u64, u64, u32), VersionedPoints> = BTreeMap::new();
         let keyspace = self.shards.read().get(&shard).cloned();
         if let Some(keyspace) = keyspace {
             for partition in partitions {
@@ -507,7 +513,8 @@ impl Engine {
         }
         // One point per (series, time, version), with its fields.
         let mut grouped: BTreeMap<(usize, i64, u64), Vec<(usize, usize)>> = BTreeMap::new();
-        let mut series_of: HashMap<(&str, &[(String, String)]), usize> = HashMap::default();
+        type SeriesRef<'r> = (&'r str, &'r [(String, String)]);
+        let mut series_of: HashMap<SeriesRef<'_>, usize> = HashMap::default();
         for (row_index, row) in decoded.iter().enumerate() {
             let next = series_of.len();
             let series = *series_of

@@ -190,6 +190,12 @@ impl Node {
         }
     }
 
+    /// Set (or replace) an environment variable for the next start.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
     /// Start again on the same data dir and ports.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the node first");
