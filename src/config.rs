@@ -128,6 +128,11 @@ pub struct AntiEntropyConfig {
     /// writes the newest versions back to it, in the background.
     /// Default: true.
     pub read_repair: bool,
+    /// How long delete tombstones (and what they removed) are kept. A
+    /// replica down for longer must be wiped before it returns, or it may
+    /// bring deleted points back. Default: 10 days (240h).
+    #[serde(with = "humantime_serde")]
+    pub tombstone_grace: Duration,
 }
 
 /// Limits that fail a query with a clear error instead of exhausting memory.
@@ -237,6 +242,7 @@ impl Default for AntiEntropyConfig {
             interval: Duration::from_secs(600),
             rate_limit: ByteSize::mib(64),
             read_repair: true,
+            tombstone_grace: Duration::from_secs(240 * 3600),
         }
     }
 }

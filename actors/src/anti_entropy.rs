@@ -158,6 +158,13 @@ pub trait AeTransport: Send + Sync + 'static {
     fn plan(&self) -> Vec<PeerPlan>;
 
     async fn call(&self, peer: &str, request: AeRequest) -> Result<AeResponse, String>;
+
+    /// Runs before rows are compared with `peer`: where the node swaps
+    /// what must precede data, such as delete tombstones (so that a replica
+    /// that missed a delete applies it before it sends what it deleted).
+    async fn before_exchange(&self, _peer: &str) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// What a round did.
@@ -308,6 +315,7 @@ impl<S: RangeStore, T: AeTransport> Driver<S, T> {
         report: &mut RoundReport,
         pace: &mut Pace,
     ) -> Result<(), String> {
+        self.transport.before_exchange(&peer.id).await?;
         let partitions = peer.partitions.clone();
         let mine: BTreeMap<String, Vec<Leaf>> = self
             .blocking(move |store| {

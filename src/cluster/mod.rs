@@ -17,6 +17,7 @@ mod handoff;
 pub mod protocol;
 mod repair;
 pub mod schema;
+pub mod tombstones;
 mod write;
 
 use std::net::SocketAddr;
@@ -77,6 +78,9 @@ pub struct Cluster {
     read_repair: Arc<repair::Repairer>,
     /// `anti_entropy.read_repair`.
     read_repair_enabled: bool,
+    tombstones: Arc<tombstones::TombstoneBook>,
+    /// `anti_entropy.tombstone_grace`.
+    tombstone_grace: Duration,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -203,6 +207,9 @@ impl Prepared {
         ));
         // A catalog from before this node kept a schema book joins it now.
         schema.observe_local(&storage, storage.next_version());
+        let tombstones = Arc::new(tombstones::TombstoneBook::open(
+            config.node.data_dir.join("cluster_tombstones.msgpack"),
+        ));
         runtime.spawn(rpc::serve::<Request, Response, Handler>(
             listener,
             node_id.to_string(),
@@ -211,6 +218,7 @@ impl Prepared {
                 storage: storage.clone(),
                 schema: schema.clone(),
                 partials_served: partials_served.clone(),
+                tombstones: tombstones.clone(),
             }),
             rpc_stats.clone(),
         ));
@@ -256,6 +264,8 @@ impl Prepared {
                 node_id: node_id.to_string(),
                 client: client.clone(),
                 topology: topology.clone(),
+                storage: storage.clone(),
+                tombstones: tombstones.clone(),
             }),
             config.anti_entropy.rate_limit.as_u64(),
         ));
@@ -302,6 +312,8 @@ impl Prepared {
             ae_stats,
             read_repair,
             read_repair_enabled: config.anti_entropy.read_repair,
+            tombstones,
+            tombstone_grace: config.anti_entropy.tombstone_grace,
         };
         let cluster = Arc::new(cluster);
         runtime.spawn(schema_exchange(Arc::downgrade(&cluster)));
@@ -479,11 +491,26 @@ impl Cluster {
                 let _ = call.await;
             }
         } else if !is_schema_statement(&text) {
-            self.broadcast_statement(db, rp, text).await;
+            self.issue_tombstone(db, rp, text).await;
         }
     }
 
-    async fn broadcast_statement(&self, db: Option<String>, rp: Option<String>, text: String) {
+    /// A data delete that ran here becomes a tombstone for every member:
+    /// sent now, kept as a hint for a member that does not take it, and
+    /// swapped at every anti-entropy exchange.
+    async fn issue_tombstone(&self, db: Option<String>, rp: Option<String>, text: String) {
+        let tombstone = tombstones::Tombstone {
+            id: uuid::Uuid::new_v4().to_string(),
+            db,
+            rp,
+            text,
+            now: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as i64)
+                .unwrap_or(0),
+            version: self.storage.next_version(),
+        };
+        self.tombstones.record(tombstone.clone());
         let topology = self.topology();
         let mut calls = Vec::new();
         for (id, member) in &topology.members {
@@ -491,21 +518,49 @@ impl Cluster {
                 continue;
             }
             let client = self.client.clone();
-            let request = Request::Statement {
-                db: db.clone(),
-                rp: rp.clone(),
-                text: text.clone(),
-            };
+            let request = Request::Tombstone(tombstone.clone());
             let address = member.rpc_addr;
             let id = id.clone();
             calls.push(self.rpc.spawn(async move {
-                if let Err(error) = client.call(address, request).await {
-                    tracing::warn!(node = %id, %error, "schema statement not applied on a member");
+                let answer = client.call(address, request.clone()).await;
+                match answer {
+                    Ok(Response::Done) => None,
+                    Ok(_) => Some((id, request, "unexpected answer".to_string())),
+                    Err(error) => Some((id, request, error.to_string())),
                 }
             }));
         }
         for call in calls {
-            let _ = call.await;
+            let Ok(Some((id, request, error))) = call.await else {
+                continue;
+            };
+            tracing::warn!(node = %id, %error, "delete not applied on a member yet: kept as a hint");
+            if self.handoff {
+                let _ = self.keep_hint(&id, &request);
+            }
+        }
+    }
+
+    /// Forget tombstones (and what their deletes removed) older than
+    /// `anti_entropy.tombstone_grace`.
+    fn purge_tombstones(&self) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let cutoff_ms = now_ms.saturating_sub(self.tombstone_grace.as_millis() as u64);
+        let version = cutoff_ms << 16;
+        let purged = self.tombstones.purge(version);
+        match self.storage.purge_deletes(version) {
+            Ok(records) if purged + records > 0 => {
+                tracing::info!(
+                    tombstones = purged,
+                    records,
+                    "purged deletes past their grace"
+                );
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "purging deletes failed"),
         }
     }
 
@@ -735,6 +790,7 @@ struct Handler {
     storage: Storage,
     schema: Arc<schema::SchemaBook>,
     partials_served: Arc<AtomicU64>,
+    tombstones: Arc<tombstones::TombstoneBook>,
 }
 
 #[async_trait::async_trait]
@@ -746,7 +802,8 @@ impl rpc::Handler<Request, Response> for Handler {
         }
         let storage = self.storage.clone();
         let book = self.schema.clone();
-        tokio::task::spawn_blocking(move || handle_blocking(&storage, &book, request))
+        let tombstones = self.tombstones.clone();
+        tokio::task::spawn_blocking(move || handle_blocking(&storage, &book, &tombstones, request))
             .await
             .map_err(|error| format!("request failed: {error}"))?
     }
@@ -755,9 +812,19 @@ impl rpc::Handler<Request, Response> for Handler {
 fn handle_blocking(
     storage: &Storage,
     book: &schema::SchemaBook,
+    tombstones: &tombstones::TombstoneBook,
     request: Request,
 ) -> Result<Response, String> {
     match request {
+        Request::Tombstone(tombstone) => {
+            tombstones.apply_new(storage, vec![tombstone]);
+            Ok(Response::Done)
+        }
+        Request::Tombstones(theirs) => {
+            let mine = tombstones.list();
+            tombstones.apply_new(storage, theirs);
+            Ok(Response::Tombstones(mine))
+        }
         Request::Partials(request) => {
             let ids = storage
                 .series_ids(&request.db, &[request.series_key.as_str()])
@@ -929,6 +996,7 @@ async fn exchange_schema(
 async fn schema_exchange(cluster: std::sync::Weak<Cluster>) {
     let mut turn = 0usize;
     let mut last = tokio::time::Instant::now();
+    let mut last_purge = last;
     loop {
         let synced = match cluster.upgrade() {
             Some(cluster) => cluster
@@ -946,6 +1014,11 @@ async fn schema_exchange(cluster: std::sync::Weak<Cluster>) {
         let Some(cluster) = cluster.upgrade() else {
             return;
         };
+        if last.duration_since(last_purge) >= Duration::from_secs(60) {
+            last_purge = last;
+            let purging = cluster.clone();
+            let _ = tokio::task::spawn_blocking(move || purging.purge_tombstones()).await;
+        }
         let topology = cluster.topology();
         let peers: Vec<SocketAddr> = topology
             .members
@@ -1065,7 +1138,7 @@ pub(crate) async fn replay_round(cluster: &Arc<Cluster>, backoff: &mut handoff::
                     }
                 };
                 match cluster.client.call(member.rpc_addr, request).await {
-                    Ok(Response::Written { .. }) => {
+                    Ok(Response::Written { .. } | Response::Done) => {
                         delivered.push(key);
                         if cluster.replay_rate > 0 {
                             let pause = bytes.len() as f64 / cluster.replay_rate as f64;

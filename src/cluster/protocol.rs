@@ -7,6 +7,7 @@ use dynaflux_actors::anti_entropy::{AeRequest, AeResponse};
 use serde::{Deserialize, Serialize};
 
 use super::schema::SchemaState;
+use super::tombstones::Tombstone;
 use crate::lineproto::Precision;
 use crate::storage::{Take, Value};
 
@@ -55,6 +56,10 @@ pub enum Request {
     },
     /// Anti-entropy and read repair (the actors crate's messages).
     AntiEntropy(AeRequest),
+    /// A replicated delete: apply it if new.
+    Tombstone(Tombstone),
+    /// The sender's tombstones: apply the new ones, answer with ours.
+    Tombstones(Vec<Tombstone>),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -82,6 +87,7 @@ pub enum Response {
     Schema(SchemaState),
     Done,
     AntiEntropy(AeResponse),
+    Tombstones(Vec<Tombstone>),
 }
 
 /// What a coordinator asks a replica to aggregate.

@@ -25,6 +25,8 @@ pub struct RpcTransport {
     pub node_id: String,
     pub client: Arc<Client<Request, Response>>,
     pub topology: watch::Receiver<Arc<Topology>>,
+    pub storage: Storage,
+    pub tombstones: Arc<super::tombstones::TombstoneBook>,
 }
 
 #[async_trait::async_trait]
@@ -72,6 +74,33 @@ impl AeTransport for RpcTransport {
             Response::AntiEntropy(answer) => Ok(answer),
             _ => Err("unexpected answer to an anti-entropy request".into()),
         }
+    }
+
+    /// Swap tombstones with the peer and apply the ones it had and we did
+    /// not (it applies ours on its side).
+    async fn before_exchange(&self, peer: &str) -> Result<(), String> {
+        let address = self
+            .topology
+            .borrow()
+            .members
+            .get(peer)
+            .map(|member| member.rpc_addr)
+            .ok_or_else(|| format!("unknown member {peer}"))?;
+        let mine = self.tombstones.list();
+        let theirs = match self
+            .client
+            .call(address, Request::Tombstones(mine))
+            .await
+            .map_err(|error| error.to_string())?
+        {
+            Response::Tombstones(theirs) => theirs,
+            _ => return Err("unexpected answer to a tombstone exchange".into()),
+        };
+        let (storage, book) = (self.storage.clone(), self.tombstones.clone());
+        tokio::task::spawn_blocking(move || book.apply_new(&storage, theirs))
+            .await
+            .map_err(|error| format!("applying tombstones failed: {error}"))?;
+        Ok(())
     }
 }
 

@@ -330,7 +330,7 @@ impl Cluster {
 
 impl Cluster {
     /// Keep a hint for `target`; `Ok(false)`: its queue was full.
-    fn keep_hint(&self, target: &str, request: &Request) -> Result<bool, WriteFailure> {
+    pub(super) fn keep_hint(&self, target: &str, request: &Request) -> Result<bool, WriteFailure> {
         let kept = self.hint_book.keep(&self.storage, target, request);
         if let Err(error) = &kept {
             tracing::error!(node = %target, %error, "could not keep a hint");

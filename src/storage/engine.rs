@@ -33,8 +33,11 @@ use super::{
 };
 use crate::lineproto::{self, FieldValue, Point};
 
+#[path = "deletes.rs"]
+mod deletes;
 #[path = "rows.rs"]
 mod rows;
+pub use deletes::with_delete_version;
 pub use rows::repair_row;
 use rows::LeafBook;
 
@@ -296,6 +299,8 @@ pub struct Engine {
     background: Mutex<Option<JoinHandle<()>>>,
     /// Merkle leaves per (shard group, partition), for anti-entropy.
     leaves: Mutex<LeafBook>,
+    /// What deletes removed, so that late copies do not bring it back.
+    deletes: RwLock<deletes::DeleteBook>,
 }
 
 impl Engine {
@@ -349,6 +354,7 @@ impl Engine {
             }
         }
         let wal_dir = options.data_dir.join("wal");
+        let deletes_book = Engine::load_deletes(&meta)?;
         let engine = Arc::new(Engine {
             options,
             db,
@@ -381,6 +387,7 @@ impl Engine {
             signal: Arc::new(Signal::default()),
             background: Mutex::new(None),
             leaves: Mutex::new(LeafBook::default()),
+            deletes: RwLock::new(deletes_book),
         });
         engine.replay_wal(&wal_dir)?;
         let weak = Arc::downgrade(&engine);
@@ -691,6 +698,20 @@ impl Engine {
         };
         outcome.dropped = dropped;
         outcome.conflict = reason;
+        let mut accepted = accepted;
+        if let Some(batch_version) = options.version {
+            // A copy that arrives after a delete covering it stays deleted.
+            let deletes = self.deletes.read();
+            if !deletes.is_empty() {
+                accepted.retain(|(point, _)| {
+                    let version = point_versions
+                        .and_then(|versions| versions.get(point.line).copied())
+                        .unwrap_or(batch_version);
+                    let key = lineproto::series_key(&point.measurement, &point.tags);
+                    !deletes.covers(db_name, &point.measurement, &key, point.timestamp, version)
+                });
+            }
+        }
         if accepted.is_empty() {
             return Ok(outcome);
         }
@@ -1108,6 +1129,8 @@ impl Engine {
     }
 
     pub fn drop_measurement(&self, db: &str, measurement: &str) -> Result<(), StorageError> {
+        let version = self.delete_version();
+        self.record_measurement_drop(db, measurement, version)?;
         self.flush()?;
         let _flush = self.flush_lock.lock();
         let (db_id, index) = self.index(db)?;
@@ -1154,13 +1177,20 @@ impl Engine {
         self.flush()?;
         let _flush = self.flush_lock.lock();
         let (db_id, index) = self.index(db)?;
-        let targets: Vec<(u64, u64)> = {
+        let (targets, keys): (Vec<(u64, u64)>, Vec<String>) = {
             let index = index.read();
             series_ids
                 .iter()
-                .filter_map(|id| index.series.get(id).map(|entry| (*id, entry.token)))
-                .collect()
+                .filter_map(|id| {
+                    index
+                        .series
+                        .get(id)
+                        .map(|entry| ((*id, entry.token), entry.info.key.clone()))
+                })
+                .unzip()
         };
+        let version = self.delete_version();
+        self.record_series_deletes(db, keys, (min, max), version)?;
         let shards: Vec<Keyspace> = self
             .shards
             .read()
@@ -1184,8 +1214,14 @@ impl Engine {
                         continue;
                     }
                     let column = block::decode(&value)?;
+                    // A point written after the delete (a newer version:
+                    // the delete reached this replica late) stays.
                     let keep: Vec<usize> = (0..column.len())
-                        .filter(|&i| column.times[i] < min || column.times[i] > max)
+                        .filter(|&i| {
+                            column.times[i] < min
+                                || column.times[i] > max
+                                || column.versions[i] > version
+                        })
                         .collect();
                     if keep.is_empty() {
                         batch.remove(keyspace, key);

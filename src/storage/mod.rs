@@ -21,7 +21,7 @@ mod block;
 mod catalog;
 pub(crate) mod engine;
 
-pub use engine::series_token;
+pub use engine::{series_token, with_delete_version};
 #[cfg(test)]
 mod tests;
 mod wal;
@@ -422,6 +422,12 @@ impl Storage {
         rows: Vec<dynaflux_actors::Row>,
     ) -> Result<(), StorageError> {
         self.engine.ae_apply_rows(shard_group, rows)
+    }
+
+    /// Forget what deletes older than `version` removed (their grace is
+    /// over); how many records went.
+    pub fn purge_deletes(&self, version: u64) -> Result<usize, StorageError> {
+        self.engine.purge_deletes(version)
     }
 
     /// A row of `points` (time, version, value) of one field of one series,
