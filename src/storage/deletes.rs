@@ -35,10 +35,13 @@ pub fn with_delete_version<T>(version: u64, work: impl FnOnce() -> T) -> T {
     result
 }
 
+/// A deleted time range and the delete's version: `(min, max, version)`.
+type DeletedRange = (i64, i64, u64);
+
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub(super) struct DeleteBook {
     /// (db, series key) -> (min time, max time, version)
-    series: HashMap<(String, String), Vec<(i64, i64, u64)>>,
+    series: HashMap<(String, String), Vec<DeletedRange>>,
     /// (db, measurement) -> version of its drop
     measurements: HashMap<(String, String), u64>,
 }
