@@ -444,7 +444,7 @@ impl TestCluster {
     pub fn wait_live(&self, live: usize) {
         wait_until(
             &format!("{live} live members on every running node"),
-            Duration::from_secs(30),
+            Duration::from_secs(60),
             || {
                 self.nodes
                     .iter()
