@@ -375,6 +375,10 @@ fn local_starts_a_working_cluster_and_stops_it_cleanly() {
         let (_, body) = request("GET", &format!("{}/cluster", url(0)), None);
         body.matches("\"live\":true").count() == 3
     });
+    // Ready (met the peers and their schema): /health 200 on every node.
+    wait_until("every node ready", Duration::from_secs(30), || {
+        (0..3).all(|i| request("GET", &format!("{}/health", url(i)), None).0 == 200)
+    });
     create_database(&url(0), "db");
     let (status, body) = write_at(&url(1), "db", "all", "m v=1 1\nm v=2 2");
     assert_eq!(status, 204, "{body}");

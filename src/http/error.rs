@@ -43,6 +43,7 @@ impl From<StorageError> for ApiError {
             | StorageError::Invalid(_)
             | StorageError::WriteRejected(_) => ApiError::BadRequest(error.to_string()),
             StorageError::Engine(_) => ApiError::Internal(error.to_string()),
+            StorageError::Overloaded => ApiError::Unavailable(error.to_string()),
         }
     }
 }

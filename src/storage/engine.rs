@@ -52,6 +52,13 @@ type HashMap<K, V> = rustc_hash::FxHashMap<K, V>;
 
 const CATALOG_KEY: &[u8] = b"catalog";
 
+/// The write buffer may hold this many times `buffer_max_bytes` while a
+/// flush runs; past it writes wait (see [`Engine::wait_for_room`]).
+const BUFFER_HARD_LIMIT: u64 = 4;
+
+/// How long a write waits for room in the write buffer before it is refused.
+const BACKPRESSURE_WAIT: Duration = Duration::from_secs(10);
+
 fn engine_error(error: impl std::fmt::Display) -> StorageError {
     StorageError::Engine(error.to_string())
 }
@@ -798,6 +805,7 @@ impl Engine {
             points: wal_points,
         };
         let encoded = rmp_serde::to_vec(&batch).map_err(engine_error)?;
+        self.wait_for_room()?;
         let (seq, flush_needed) = {
             let mut log = self.log.lock();
             log.wal.append(&encoded)?;
@@ -822,6 +830,31 @@ impl Engine {
         self.points_stored
             .fetch_add(batch.points.len() as u64, Ordering::Relaxed);
         Ok(outcome)
+    }
+
+    /// Back-pressure: while the write buffer holds more than
+    /// [`BUFFER_HARD_LIMIT`] times `buffer_max_bytes` (flushes are behind),
+    /// a write waits for a flush, and after [`BACKPRESSURE_WAIT`] is refused
+    /// (503 to the client) rather than grow memory without bound.
+    fn wait_for_room(&self) -> Result<(), StorageError> {
+        let limit = self
+            .options
+            .buffer_max_bytes
+            .saturating_mul(BUFFER_HARD_LIMIT);
+        let full = || self.buffer.lock().bytes as u64 >= limit;
+        if !full() {
+            return Ok(());
+        }
+        let deadline = Instant::now() + BACKPRESSURE_WAIT;
+        self.signal.wake.notify_all();
+        while full() {
+            if Instant::now() >= deadline {
+                tracing::warn!(limit, "write refused: the write buffer is full");
+                return Err(StorageError::Overloaded);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
     }
 
     /// Group commit: wait until the WAL is fsynced up to `seq`. One waiter

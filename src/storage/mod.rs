@@ -247,6 +247,9 @@ pub enum StorageError {
     /// A whole batch refused (e.g. a field type conflict inside one batch), InfluxDB's text.
     #[error("{0}")]
     WriteRejected(String),
+    /// Flushes fall behind: the write buffer is full. Retry later (503).
+    #[error("write buffer full: flushes are behind, retry later")]
+    Overloaded,
     /// The engine failed: the caller answers 500 and the data may be at risk.
     #[error("storage engine: {0}")]
     Engine(String),
