@@ -50,11 +50,13 @@ count_on() {
 }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-start_cluster on true
-on=$("$TARGET/examples/loadgen" --url "$(url on 0),$(url on 1),$(url on 2)" --points "$POINTS" --connections 6 | rate)
+# One cluster at a time: the first is stopped before the second starts.
 start_cluster off false
 off=$("$TARGET/examples/loadgen" --url "$(url off 0),$(url off 1),$(url off 2)" --points "$POINTS" --connections 6 | rate)
-for i in 0 1 2; do kill "${NODE_PID[off$i]}"; done
+for i in 0 1 2; do kill "${NODE_PID[off$i]}"; wait "${NODE_PID[off$i]}" 2>/dev/null || true; done
+rm -rf "$WORK"/off-*
+start_cluster on true
+on=$("$TARGET/examples/loadgen" --url "$(url on 0),$(url on 1),$(url on 2)" --points "$POINTS" --connections 6 | rate)
 
 # Disk lost on node 3 of the first cluster.
 kill -9 "${NODE_PID[on2]}"; wait "${NODE_PID[on2]}" 2>/dev/null || true
