@@ -30,6 +30,10 @@ struct Args {
     /// Lines per request.
     #[arg(long, default_value_t = 5_000)]
     batch: usize,
+    /// Do not send CREATE DATABASE first (servers without it, such as
+    /// VictoriaMetrics, which takes line protocol on /write).
+    #[arg(long)]
+    no_create: bool,
     /// Concurrent connections.
     #[arg(long, default_value_t = 4)]
     connections: usize,
@@ -159,9 +163,14 @@ fn main() {
         eprintln!("--url: at least one URL");
         std::process::exit(2);
     };
-    let created = agent
-        .post(&format!("{first_url}/query"))
-        .send_form(&[("q", &format!("CREATE DATABASE \"{}\"", args.db))]);
+    let created = if args.no_create {
+        Ok(())
+    } else {
+        agent
+            .post(&format!("{first_url}/query"))
+            .send_form(&[("q", &format!("CREATE DATABASE \"{}\"", args.db))])
+            .map(|_| ())
+    };
     if let Err(error) = created {
         eprintln!("CREATE DATABASE failed: {error}");
         std::process::exit(1);
