@@ -29,6 +29,17 @@ pub struct RpcTransport {
     pub tombstones: Arc<super::tombstones::TombstoneBook>,
 }
 
+impl RpcTransport {
+    fn address(&self, peer: &str) -> Result<std::net::SocketAddr, String> {
+        self.topology
+            .borrow()
+            .members
+            .get(peer)
+            .map(|member| member.rpc_addr)
+            .ok_or_else(|| format!("unknown member {peer}"))
+    }
+}
+
 #[async_trait::async_trait]
 impl AeTransport for RpcTransport {
     fn plan(&self) -> Vec<PeerPlan> {
@@ -58,13 +69,7 @@ impl AeTransport for RpcTransport {
     }
 
     async fn call(&self, peer: &str, request: AeRequest) -> Result<AeResponse, String> {
-        let address = self
-            .topology
-            .borrow()
-            .members
-            .get(peer)
-            .map(|member| member.rpc_addr)
-            .ok_or_else(|| format!("unknown member {peer}"))?;
+        let address = self.address(peer)?;
         match self
             .client
             .call(address, Request::AntiEntropy(request))
@@ -79,13 +84,7 @@ impl AeTransport for RpcTransport {
     /// Swap tombstones with the peer and apply the ones it had and we did
     /// not (it applies ours on its side).
     async fn before_exchange(&self, peer: &str) -> Result<(), String> {
-        let address = self
-            .topology
-            .borrow()
-            .members
-            .get(peer)
-            .map(|member| member.rpc_addr)
-            .ok_or_else(|| format!("unknown member {peer}"))?;
+        let address = self.address(peer)?;
         let mine = self.tombstones.list();
         let theirs = match self
             .client

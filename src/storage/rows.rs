@@ -463,24 +463,11 @@ impl Engine {
             let Some(field) = names.fields.get(&(measurement.clone(), field_points.field)) else {
                 continue;
             };
-            let Some(first) = field_points.points.first() else {
-                continue;
-            };
-            let mut column = Column::new(first.2.field_type());
-            let mut version = 0;
-            for (time, point_version, value) in &field_points.points {
-                if column.values.push(value) {
-                    column.times.push(*time);
-                    column.versions.push(*point_version);
-                    version = version.max(*point_version);
-                }
-            }
-            rows.push(Row {
-                token: field_points.token,
-                key: rmp_serde::to_vec(&(measurement, tags, field)).map_err(engine_error)?,
-                version,
-                value: column.encode()?,
-            });
+            rows.push(field_row(
+                field_points.token,
+                (measurement, tags, field),
+                &field_points.points,
+            )?);
         }
         Ok(rows)
     }
@@ -608,9 +595,24 @@ pub fn repair_row(
     field: &str,
     points: &[(i64, u64, Value)],
 ) -> Result<Row, StorageError> {
+    field_row(
+        super::series_token(db, &series.key),
+        (&series.measurement, &series.tags, field),
+        points,
+    )
+}
+
+/// The row of one field of one series: key `rmp(measurement, tags,
+/// field)`, value the encoded column of `points` (sorted by time, one per
+/// time), version the newest of them.
+fn field_row(
+    token: u64,
+    (measurement, tags, field): (&str, &[(String, String)], &str),
+    points: &[(i64, u64, Value)],
+) -> Result<Row, StorageError> {
     let first = points
         .first()
-        .ok_or_else(|| StorageError::Engine("a repair row needs points".into()))?;
+        .ok_or_else(|| StorageError::Engine("a row needs points".into()))?;
     let mut column = Column::new(first.2.field_type());
     let mut version = 0;
     for (time, point_version, value) in points {
@@ -621,9 +623,8 @@ pub fn repair_row(
         }
     }
     Ok(Row {
-        token: super::series_token(db, &series.key),
-        key: rmp_serde::to_vec(&(&series.measurement, &series.tags, field))
-            .map_err(engine_error)?,
+        token,
+        key: rmp_serde::to_vec(&(measurement, tags, field)).map_err(engine_error)?,
         version,
         value: column.normalized().encode()?,
     })
