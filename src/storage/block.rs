@@ -153,6 +153,21 @@ impl Column {
         column
     }
 
+    /// The points for which `keep(time, version)` holds, in order.
+    pub fn retain(&self, keep: impl Fn(i64, u64) -> bool) -> Column {
+        let mut kept = Column::new(self.field_type());
+        for index in 0..self.len() {
+            if keep(self.times[index], self.versions[index]) {
+                if let Some(value) = self.values.get(index) {
+                    kept.times.push(self.times[index]);
+                    kept.versions.push(self.versions[index]);
+                    kept.values.push(&value);
+                }
+            }
+        }
+        kept
+    }
+
     pub fn field_type(&self) -> FieldType {
         match self.values {
             Values::Float(_) => FieldType::Float,

@@ -49,6 +49,7 @@ enum Read {
 
 /// FxHash: the keys are small integers and short strings of our own.
 type HashMap<K, V> = rustc_hash::FxHashMap<K, V>;
+type HashSet<K> = rustc_hash::FxHashSet<K>;
 
 const CATALOG_KEY: &[u8] = b"catalog";
 
@@ -212,19 +213,6 @@ impl SeriesIndex {
         }
         Some(entry.token)
     }
-
-    fn remove_measurement(&mut self, measurement: &str) -> Vec<(u64, u64)> {
-        let ids = self.by_measurement.remove(measurement).unwrap_or_default();
-        self.postings.remove(measurement);
-        let mut removed = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(entry) = self.series.remove(&id) {
-                self.by_key.remove(&entry.info.key);
-                removed.push((id, entry.token));
-            }
-        }
-        removed
-    }
 }
 
 /// The ring token of a series: xxh3 of `db \0 series key`. Every retention
@@ -308,6 +296,9 @@ pub struct Engine {
     leaves: Mutex<LeafBook>,
     /// What deletes removed, so that late copies do not bring it back.
     deletes: RwLock<deletes::DeleteBook>,
+    /// Bumped (under the log lock) when deletes take series out of the
+    /// index: a write that resolved its series before resolves them again.
+    series_epoch: AtomicU64,
 }
 
 impl Engine {
@@ -395,6 +386,7 @@ impl Engine {
             background: Mutex::new(None),
             leaves: Mutex::new(LeafBook::default()),
             deletes: RwLock::new(deletes_book),
+            series_epoch: AtomicU64::new(0),
         });
         engine.replay_wal(&wal_dir)?;
         let weak = Arc::downgrade(&engine);
@@ -722,105 +714,118 @@ impl Engine {
         if accepted.is_empty() {
             return Ok(outcome);
         }
-        // Resolve series ids, creating the new ones.
-        let index = self
-            .indexes
-            .read()
-            .get(&db_id)
-            .cloned()
-            .ok_or_else(|| StorageError::DatabaseNotFound(db_name.to_string()))?;
-        let (accepted, accepted_fields): (Vec<_>, Vec<_>) = accepted.into_iter().unzip();
-        let mut wal_points = Vec::with_capacity(accepted.len());
-        let mut tokens = Vec::with_capacity(accepted.len());
-        let mut missing = Vec::new();
-        {
-            let index = index.read();
-            for (position, (point, fields)) in accepted.iter().zip(accepted_fields).enumerate() {
-                let key = lineproto::series_key(&point.measurement, &point.tags);
-                let id = index.by_key.get(&key).copied();
-                match id.and_then(|id| index.series.get(&id)) {
-                    Some(entry) => tokens.push(Some(entry.token)),
-                    None => {
-                        tokens.push(None);
-                        missing.push((position, key));
+        let (accepted, mut accepted_fields): (Vec<_>, Vec<_>) = accepted.into_iter().unzip();
+        let (batch, seq, flush_needed) = loop {
+            let epoch = self.series_epoch.load(Ordering::SeqCst);
+            // Resolve series ids, creating the new ones.
+            let index = self
+                .indexes
+                .read()
+                .get(&db_id)
+                .cloned()
+                .ok_or_else(|| StorageError::DatabaseNotFound(db_name.to_string()))?;
+            let mut wal_points = Vec::with_capacity(accepted.len());
+            let mut tokens = Vec::with_capacity(accepted.len());
+            let mut missing = Vec::new();
+            {
+                let index = index.read();
+                let fields = std::mem::take(&mut accepted_fields);
+                for (position, (point, fields)) in accepted.iter().zip(fields).enumerate() {
+                    let key = lineproto::series_key(&point.measurement, &point.tags);
+                    let id = index.by_key.get(&key).copied();
+                    match id.and_then(|id| index.series.get(&id)) {
+                        Some(entry) => tokens.push(Some(entry.token)),
+                        None => {
+                            tokens.push(None);
+                            missing.push((position, key));
+                        }
                     }
+                    wal_points.push(WalPoint {
+                        series: id.unwrap_or(0),
+                        time: point.timestamp,
+                        fields,
+                        version: point_versions
+                            .and_then(|versions| versions.get(point.line).copied())
+                            .unwrap_or(0),
+                    });
                 }
-                wal_points.push(WalPoint {
-                    series: id.unwrap_or(0),
-                    time: point.timestamp,
-                    fields,
-                    version: point_versions
-                        .and_then(|versions| versions.get(point.line).copied())
-                        .unwrap_or(0),
-                });
             }
-        }
-        let mut new_series = Vec::new();
-        if !missing.is_empty() {
-            let mut index = index.write();
-            let mut batch = self.db.batch();
-            for (position, key) in missing {
-                let point = accepted[position];
-                let id = match index.by_key.get(&key) {
-                    Some(&id) => id,
-                    None => {
-                        let id = index.next_id.max(1);
-                        let tags: Vec<(String, String)> = point
-                            .tags
-                            .iter()
-                            .map(|(k, v)| (k.to_string(), v.to_string()))
-                            .collect();
-                        let record = rmp_serde::to_vec(&(point.measurement.as_ref(), &tags))
-                            .map_err(engine_error)?;
-                        batch.insert(&self.series_ks, series_record_key(db_id, id), record);
-                        new_series.push((id, point.measurement.to_string(), tags.clone()));
-                        index.insert(db_name, id, point.measurement.to_string(), tags);
-                        id
-                    }
-                };
-                wal_points[position].series = id;
-                tokens[position] = index.series.get(&id).map(|entry| entry.token);
+            let mut new_series = Vec::new();
+            if !missing.is_empty() {
+                let mut index = index.write();
+                let mut batch = self.db.batch();
+                for (position, key) in missing {
+                    let point = accepted[position];
+                    let id = match index.by_key.get(&key) {
+                        Some(&id) => id,
+                        None => {
+                            let id = index.next_id.max(1);
+                            let tags: Vec<(String, String)> = point
+                                .tags
+                                .iter()
+                                .map(|(k, v)| (k.to_string(), v.to_string()))
+                                .collect();
+                            let record = rmp_serde::to_vec(&(point.measurement.as_ref(), &tags))
+                                .map_err(engine_error)?;
+                            batch.insert(&self.series_ks, series_record_key(db_id, id), record);
+                            new_series.push((id, point.measurement.to_string(), tags.clone()));
+                            index.insert(db_name, id, point.measurement.to_string(), tags);
+                            id
+                        }
+                    };
+                    wal_points[position].series = id;
+                    tokens[position] = index.series.get(&id).map(|entry| entry.token);
+                }
+                batch.commit().map_err(engine_error)?;
             }
-            batch.commit().map_err(engine_error)?;
-        }
-        if !options.values {
-            // Index only: the series (and field types, above) without points.
-            if new_series.is_empty() {
-                return Ok(outcome);
+            if !options.values {
+                // Index only: the series (and field types, above) without points.
+                if new_series.is_empty() {
+                    return Ok(outcome);
+                }
+                wal_points.clear();
             }
-            wal_points.clear();
-        }
-        let version = match options.version {
-            Some(version) => {
-                self.hlc.observe(version);
-                version
-            }
-            None => self.hlc.now(),
-        };
-        let batch = WalBatch {
-            db: db_id,
-            rp: rp_meta.id,
-            version,
-            new_series,
-            points: wal_points,
-        };
-        let encoded = rmp_serde::to_vec(&batch).map_err(engine_error)?;
-        self.wait_for_room()?;
-        let (seq, flush_needed) = {
-            let mut log = self.log.lock();
-            log.wal.append(&encoded)?;
-            log.last_seq += 1;
-            let mut buffer = self.buffer.lock();
-            Self::buffer_batch(&mut buffer, &batch, &tokens);
-            // The leaves go dirty in the step that makes the points
-            // readable and durable: under the log lock, before the answer.
-            self.leaves
-                .lock()
-                .mark_written(&batch, &tokens, rp_meta.shard_duration);
-            (
-                log.last_seq,
-                buffer.bytes as u64 >= self.options.buffer_max_bytes,
-            )
+            let version = match options.version {
+                Some(version) => {
+                    self.hlc.observe(version);
+                    version
+                }
+                None => self.hlc.now(),
+            };
+            let batch = WalBatch {
+                db: db_id,
+                rp: rp_meta.id,
+                version,
+                new_series,
+                points: wal_points,
+            };
+            let encoded = rmp_serde::to_vec(&batch).map_err(engine_error)?;
+            self.wait_for_room()?;
+            let (seq, flush_needed) = {
+                let mut log = self.log.lock();
+                if self.series_epoch.load(Ordering::SeqCst) != epoch {
+                    // A delete took series out of the index meanwhile:
+                    // resolve again (the fields come back from the batch).
+                    drop(log);
+                    accepted_fields = batch.points.into_iter().map(|p| p.fields).collect();
+                    accepted_fields.resize_with(accepted.len(), Vec::new);
+                    continue;
+                }
+                log.wal.append(&encoded)?;
+                log.last_seq += 1;
+                let mut buffer = self.buffer.lock();
+                Self::buffer_batch(&mut buffer, &batch, &tokens);
+                // The leaves go dirty in the step that makes the points
+                // readable and durable: under the log lock, before the answer.
+                self.leaves
+                    .lock()
+                    .mark_written(&batch, &tokens, rp_meta.shard_duration);
+                (
+                    log.last_seq,
+                    buffer.bytes as u64 >= self.options.buffer_max_bytes,
+                )
+            };
+            break (batch, seq, flush_needed);
         };
         if flush_needed {
             self.signal.wake.notify_all();
@@ -1161,40 +1166,34 @@ impl Engine {
         index.series.get(&series_id).map(|entry| entry.token)
     }
 
+    /// Drop a measurement: every point of its series with an older version
+    /// than the drop. Points written after it (a newer version: the drop
+    /// reached this replica late) stay, with their series; the measurement
+    /// leaves the catalog once no series of it is left.
     pub fn drop_measurement(&self, db: &str, measurement: &str) -> Result<(), StorageError> {
         let version = self.delete_version();
         self.record_measurement_drop(db, measurement, version)?;
         self.flush()?;
         let _flush = self.flush_lock.lock();
         let (db_id, index) = self.index(db)?;
-        let removed = index.write().remove_measurement(measurement);
-        let removed_ids: BTreeSet<u64> = removed.iter().map(|(id, _)| *id).collect();
-        self.buffer
-            .lock()
-            .columns
-            .retain(|key, _| !(key.db == db_id && removed_ids.contains(&key.series)));
-        let mut batch = self.db.batch();
-        for (id, token) in &removed {
-            batch.remove(&self.series_ks, series_record_key(db_id, *id));
-            let mut prefix = [0u8; 16];
-            prefix[..8].copy_from_slice(&token.to_be_bytes());
-            prefix[8..].copy_from_slice(&id.to_be_bytes());
-            for (shard, keyspace) in self.shards.read().iter() {
-                if shard.db != db_id {
-                    continue;
-                }
-                for item in keyspace.prefix(prefix) {
-                    batch.remove(keyspace, item.key().map_err(engine_error)?);
-                }
-            }
+        let targets: Vec<(u64, u64)> = {
+            let index = index.read();
+            index
+                .by_measurement
+                .get(measurement)
+                .into_iter()
+                .flatten()
+                .filter_map(|id| index.series.get(id).map(|entry| (*id, entry.token)))
+                .collect()
+        };
+        self.remove_points(db_id, &index, &targets, (i64::MIN, i64::MAX), version)?;
+        if !index.read().by_measurement.contains_key(measurement) {
+            self.update_catalog(|catalog| {
+                let database = catalog.database_mut(db)?;
+                let changed = database.measurements.remove(measurement).is_some();
+                Ok(((), changed))
+            })?;
         }
-        batch.commit().map_err(engine_error)?;
-        self.leaves.lock().forget(|shard| shard.db == db_id);
-        self.update_catalog(|catalog| {
-            let database = catalog.database_mut(db)?;
-            let changed = database.measurements.remove(measurement).is_some();
-            Ok(((), changed))
-        })?;
         self.db.persist(PersistMode::SyncAll).map_err(engine_error)
     }
 
@@ -1207,8 +1206,6 @@ impl Engine {
         min: i64,
         max: i64,
     ) -> Result<(), StorageError> {
-        self.flush()?;
-        let _flush = self.flush_lock.lock();
         let (db_id, index) = self.index(db)?;
         let (targets, keys): (Vec<(u64, u64)>, Vec<String>) = {
             let index = index.read();
@@ -1222,8 +1219,28 @@ impl Engine {
                 })
                 .unzip()
         };
+        // Recorded first: a copy that arrives from now on is not stored.
         let version = self.delete_version();
         self.record_series_deletes(db, keys, (min, max), version)?;
+        self.flush()?;
+        let _flush = self.flush_lock.lock();
+        self.remove_points(db_id, &index, &targets, (min, max), version)?;
+        self.db.persist(PersistMode::SyncAll).map_err(engine_error)
+    }
+
+    /// Remove the points of `targets` (series id, token) with `min <= time
+    /// <= max` and a version up to `version` from blocks and the write
+    /// buffer; a point written after the delete (a newer version) stays.
+    /// Series left without points leave the index. Runs under the flush
+    /// lock, after a flush (no frozen buffer).
+    fn remove_points(
+        &self,
+        db_id: u32,
+        index: &RwLock<SeriesIndex>,
+        targets: &[(u64, u64)],
+        (min, max): (i64, i64),
+        version: u64,
+    ) -> Result<(), StorageError> {
         let shards: Vec<Keyspace> = self
             .shards
             .read()
@@ -1231,8 +1248,10 @@ impl Engine {
             .filter(|(shard, _)| shard.db == db_id)
             .map(|(_, keyspace)| keyspace.clone())
             .collect();
+        let deleted =
+            |time: i64, point_version: u64| time >= min && time <= max && point_version <= version;
         let mut batch = self.db.batch();
-        let mut emptied = Vec::new();
+        let mut candidates = Vec::new();
         for (id, token) in targets {
             let mut prefix = [0u8; 16];
             prefix[..8].copy_from_slice(&token.to_be_bytes());
@@ -1247,47 +1266,73 @@ impl Engine {
                         continue;
                     }
                     let column = block::decode(&value)?;
-                    // A point written after the delete (a newer version:
-                    // the delete reached this replica late) stays.
-                    let keep: Vec<usize> = (0..column.len())
-                        .filter(|&i| {
-                            column.times[i] < min
-                                || column.times[i] > max
-                                || column.versions[i] > version
-                        })
-                        .collect();
-                    if keep.is_empty() {
+                    let kept = column.retain(|time, v| !deleted(time, v));
+                    if kept.len() == column.len() {
+                        remaining = true;
+                    } else if kept.len() == 0 {
                         batch.remove(keyspace, key);
-                        continue;
+                    } else {
+                        batch.insert(keyspace, key, kept.encode()?);
+                        remaining = true;
                     }
-                    let mut kept = Column::new(column.field_type());
-                    for i in keep {
-                        kept.times.push(column.times[i]);
-                        kept.versions.push(column.versions[i]);
-                        if let Some(value) = column.values.get(i) {
-                            kept.values.push(&value);
-                        }
-                    }
-                    batch.insert(keyspace, key, kept.encode()?);
-                    remaining = true;
                 }
             }
             if !remaining {
-                emptied.push(id);
+                candidates.push(*id);
             }
         }
+        batch.commit().map_err(engine_error)?;
+        let ids: HashSet<u64> = targets.iter().map(|(id, _)| *id).collect();
+        {
+            // A write that checked the delete book before the delete was
+            // recorded may have buffered since the flush.
+            let mut buffer = self.buffer.lock();
+            let mut removed_bytes = 0usize;
+            buffer.columns.retain(|key, buffered| {
+                if key.db != db_id || !ids.contains(&key.series) {
+                    return true;
+                }
+                let kept = buffered.column.retain(|time, v| !deleted(time, v));
+                removed_bytes += (buffered.column.len() - kept.len()) * 16;
+                buffered.column = kept;
+                buffered.column.len() > 0
+            });
+            buffer.bytes = buffer.bytes.saturating_sub(removed_bytes);
+        }
+        self.leaves.lock().forget(|shard| shard.db == db_id);
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        // Under the log lock, so that a write that resolved one of these
+        // series before it left the index either is in the buffer now (the
+        // series stays) or sees the new epoch and resolves again.
+        let _log = self.log.lock();
+        let buffered: HashSet<u64> = self
+            .buffer
+            .lock()
+            .columns
+            .keys()
+            .filter(|key| key.db == db_id)
+            .map(|key| key.series)
+            .collect();
+        let emptied: Vec<u64> = candidates
+            .into_iter()
+            .filter(|id| !buffered.contains(id))
+            .collect();
+        if emptied.is_empty() {
+            return Ok(());
+        }
+        let mut batch = self.db.batch();
         for id in &emptied {
             batch.remove(&self.series_ks, series_record_key(db_id, *id));
         }
         batch.commit().map_err(engine_error)?;
-        self.leaves.lock().forget(|shard| shard.db == db_id);
-        if !emptied.is_empty() {
-            let mut index = index.write();
-            for id in emptied {
-                index.remove_series(id);
-            }
+        let mut index = index.write();
+        for id in emptied {
+            index.remove_series(id);
         }
-        self.db.persist(PersistMode::SyncAll).map_err(engine_error)
+        self.series_epoch.fetch_add(1, Ordering::SeqCst);
+        Ok(())
     }
 
     pub fn read_field(

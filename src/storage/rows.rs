@@ -26,12 +26,10 @@ use dynaflux_actors::ownership::{partition_of, partition_tokens, PARTITIONS};
 use dynaflux_actors::{Leaf, PartitionSet, Row};
 
 use super::{
-    block, engine_error, now_nanos, shard_start, Column, ColumnKey, Engine, HashMap, ShardId,
-    StorageError, Value, WalBatch,
+    block, engine_error, now_nanos, shard_start, Column, ColumnKey, Engine, HashMap, HashSet,
+    ShardId, StorageError, Value, WalBatch,
 };
 use crate::lineproto::{FieldValue, Point};
-
-type HashSet<K> = rustc_hash::FxHashSet<K>;
 
 /// Shard groups that end within this margin of their retention are not
 /// compared: they are about to be dropped on every replica.

@@ -444,3 +444,54 @@ fn leaves_are_equal_for_equal_data_however_it_arrived_and_rows_repair_the_differ
         .expect("delete");
     assert_ne!(all_leaves(&a), all_leaves(&b));
 }
+
+#[test]
+fn a_delete_or_drop_that_arrives_late_keeps_the_points_written_after_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = open(dir.path());
+    storage.create_database("db", None).expect("create");
+    let versioned = |body: &str, version: u64| {
+        let batch = lineproto::parse(body.as_bytes(), Precision::Nanosecond, 0);
+        let options = WriteOptions {
+            version: Some(version),
+            values: true,
+        };
+        storage
+            .write_with("db", None, &batch.points, options)
+            .expect("write");
+    };
+    // Points at version 100 (flushed) and 300 (one flushed, one buffered).
+    versioned("m,host=a v=1 1\nm,host=b v=1 1\nk,host=a v=1 1", 100);
+    versioned("m,host=a v=3 3", 300);
+    storage.flush().expect("flush");
+    versioned("m,host=a v=4 4", 300);
+    // A peer's DROP MEASUREMENT m at version 200 reaches this node late.
+    with_delete_version(200, || storage.drop_measurement("db", "m")).expect("drop");
+    assert_eq!(
+        values(&storage, "db", "m", "v"),
+        vec![(
+            "m,host=a".to_string(),
+            vec![(3, Value::Float(3.0)), (4, Value::Float(4.0))]
+        )]
+    );
+    let mut measurements = storage.measurements("db").expect("m");
+    measurements.sort();
+    assert_eq!(measurements, vec!["k", "m"]);
+    // A copy of a point older than the drop is not stored.
+    versioned("m,host=b v=9 9", 150);
+    assert_eq!(values(&storage, "db", "m", "v").len(), 1);
+    // A late DELETE of k (version 50, older than k's points) deletes nothing.
+    let id = storage.series_ids("db", &["k,host=a"]).expect("ids")[0].expect("id");
+    with_delete_version(50, || storage.delete_points("db", &[id], i64::MIN, i64::MAX))
+        .expect("delete");
+    assert_eq!(values(&storage, "db", "k", "v").len(), 1);
+    // A drop at a version newer than every point removes the measurement.
+    with_delete_version(400, || storage.drop_measurement("db", "m")).expect("drop");
+    assert_eq!(storage.measurements("db").expect("m"), vec!["k"]);
+    // And all of it holds after a restart.
+    storage.close().expect("close");
+    drop(storage);
+    let storage = open(dir.path());
+    assert_eq!(storage.measurements("db").expect("m"), vec!["k"]);
+    assert!(values(&storage, "db", "m", "v").is_empty());
+}
