@@ -124,6 +124,11 @@ pub struct AntiEntropyConfig {
     /// Most bytes per second a round streams, both ways together (0: no
     /// limit). Default: 64MiB.
     pub rate_limit: ByteSize,
+    /// Scheduled rounds compare only points written at least this long ago;
+    /// newer ones may still be on their way to a replica. (`dynaflux
+    /// repair` compares every point.) Default: 10s.
+    #[serde(with = "humantime_serde")]
+    pub settle: Duration,
     /// Read repair: a quorum read that finds a replica missing or behind
     /// writes the newest versions back to it, in the background.
     /// Default: true.
@@ -241,6 +246,7 @@ impl Default for AntiEntropyConfig {
             enabled: true,
             interval: Duration::from_secs(600),
             rate_limit: ByteSize::mib(64),
+            settle: Duration::from_secs(10),
             read_repair: true,
             tombstone_grace: Duration::from_secs(240 * 3600),
         }

@@ -33,6 +33,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use crate::hlc::{self, Version};
 use crate::store::{Leaf, PartitionSet, RangeStore, Row};
 
 /// The most row bytes one `Rows` answer carries (a partition is never split,
@@ -46,12 +47,17 @@ const PARTITIONS_PER_STEP: usize = 64;
 /// RPC protocol).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum AeRequest {
-    /// The root of every shard group the peer holds, over `partitions`.
-    Digests { partitions: PartitionSet },
+    /// The root of every shard group the peer holds, over `partitions`
+    /// and the points with versions up to `horizon`.
+    Digests {
+        partitions: PartitionSet,
+        horizon: Version,
+    },
     /// The non-empty leaves of one shard group among `partitions`.
     Leaves {
         shard_group: String,
         partitions: PartitionSet,
+        horizon: Version,
     },
     /// The rows of `partitions` (in order) of one shard group, as many
     /// whole partitions as fit in `max_bytes` (at least one).
@@ -94,10 +100,15 @@ pub fn root(leaves: &[Leaf]) -> (u128, u64) {
 pub fn serve<S: RangeStore>(store: &S, request: AeRequest) -> Result<AeResponse, String> {
     let error = |e: S::Error| e.to_string();
     match request {
-        AeRequest::Digests { partitions } => {
+        AeRequest::Digests {
+            partitions,
+            horizon,
+        } => {
             let mut out = Vec::new();
             for shard_group in store.shard_groups().map_err(error)? {
-                let leaves = store.leaves(&shard_group, &partitions).map_err(error)?;
+                let leaves = store
+                    .leaves(&shard_group, &partitions, horizon)
+                    .map_err(error)?;
                 if leaves.is_empty() {
                     continue;
                 }
@@ -109,8 +120,11 @@ pub fn serve<S: RangeStore>(store: &S, request: AeRequest) -> Result<AeResponse,
         AeRequest::Leaves {
             shard_group,
             partitions,
+            horizon,
         } => Ok(AeResponse::Leaves(
-            store.leaves(&shard_group, &partitions).map_err(error)?,
+            store
+                .leaves(&shard_group, &partitions, horizon)
+                .map_err(error)?,
         )),
         AeRequest::Rows {
             shard_group,
@@ -250,6 +264,8 @@ pub struct Driver<S, T> {
     store: Arc<S>,
     transport: Arc<T>,
     rate_limit: u64,
+    /// Scheduled rounds leave out points written less than this ago.
+    settle: Duration,
     pub stats: Arc<AeStats>,
 }
 
@@ -259,8 +275,33 @@ impl<S: RangeStore, T: AeTransport> Driver<S, T> {
             store,
             transport,
             rate_limit,
+            settle: Duration::ZERO,
             stats: Arc::new(AeStats::default()),
         }
+    }
+
+    /// Scheduled rounds ([`Driver::round`]) compare only points written
+    /// at least `settle` ago: newer ones may still be on their way to a
+    /// replica (a write in flight, a hint), and comparing them would stream
+    /// what replication is about to deliver anyway.
+    pub fn with_settle(mut self, settle: Duration) -> Driver<S, T> {
+        self.settle = settle;
+        self
+    }
+
+    /// A scheduled round: every point written up to `settle` ago.
+    pub async fn round(&self) -> RoundReport {
+        let horizon = hlc::version_at(
+            SystemTime::now()
+                .checked_sub(self.settle)
+                .unwrap_or(UNIX_EPOCH),
+        );
+        self.round_upto(horizon).await
+    }
+
+    /// A round over every point, however recent (an operator's repair).
+    pub async fn round_all(&self) -> RoundReport {
+        self.round_upto(Version::MAX).await
     }
 
     async fn blocking<R: Send + 'static>(
@@ -273,8 +314,9 @@ impl<S: RangeStore, T: AeTransport> Driver<S, T> {
             .map_err(|e| format!("storage task failed: {e}"))?
     }
 
-    /// One round with every peer in the plan.
-    pub async fn round(&self) -> RoundReport {
+    /// One round with every peer in the plan, over the points with
+    /// versions up to `horizon`.
+    async fn round_upto(&self, horizon: Version) -> RoundReport {
         let started = Instant::now();
         let mut report = RoundReport::default();
         let mut pace = Pace {
@@ -284,7 +326,7 @@ impl<S: RangeStore, T: AeTransport> Driver<S, T> {
         };
         for peer in self.transport.plan() {
             report.peers += 1;
-            if let Err(error) = self.exchange(&peer, &mut report, &mut pace).await {
+            if let Err(error) = self.exchange(&peer, horizon, &mut report, &mut pace).await {
                 report.peers_failed += 1;
                 tracing::debug!(peer = %peer.id, %error, "anti-entropy exchange failed");
                 report.errors.push(format!("{}: {error}", peer.id));
@@ -312,6 +354,7 @@ impl<S: RangeStore, T: AeTransport> Driver<S, T> {
     async fn exchange(
         &self,
         peer: &PeerPlan,
+        horizon: Version,
         report: &mut RoundReport,
         pace: &mut Pace,
     ) -> Result<(), String> {
@@ -321,7 +364,7 @@ impl<S: RangeStore, T: AeTransport> Driver<S, T> {
             .blocking(move |store| {
                 let mut out = BTreeMap::new();
                 for shard_group in store.shard_groups()? {
-                    let leaves = store.leaves(&shard_group, &partitions)?;
+                    let leaves = store.leaves(&shard_group, &partitions, horizon)?;
                     if !leaves.is_empty() {
                         out.insert(shard_group, leaves);
                     }
@@ -335,6 +378,7 @@ impl<S: RangeStore, T: AeTransport> Driver<S, T> {
                 &peer.id,
                 AeRequest::Digests {
                     partitions: peer.partitions.clone(),
+                    horizon,
                 },
             )
             .await?
@@ -363,6 +407,7 @@ impl<S: RangeStore, T: AeTransport> Driver<S, T> {
                         AeRequest::Leaves {
                             shard_group: group.clone(),
                             partitions: peer.partitions.clone(),
+                            horizon,
                         },
                     )
                     .await?
@@ -533,9 +578,18 @@ impl<S: RangeStore, T: AeTransport> AntiEntropy<S, T> {
             return;
         }
         self.running = true;
+        // A round someone asked for covers every point; a scheduled one
+        // leaves the settling ones to replication.
+        let asked = !self.next.is_empty();
         self.current.append(&mut self.next);
         let driver = self.driver.clone();
-        let round = self.runtime.spawn(async move { driver.round().await });
+        let round = self.runtime.spawn(async move {
+            if asked {
+                driver.round_all().await
+            } else {
+                driver.round().await
+            }
+        });
         let done = actix::fut::wrap_future::<_, Self>(round).map(|result, _actor, ctx| {
             let report = result.unwrap_or_else(|error| RoundReport {
                 errors: vec![format!("round failed: {error}")],

@@ -16,6 +16,15 @@ pub type Version = u64;
 const LOGICAL_BITS: u32 = 16;
 const LOGICAL_MASK: u64 = (1 << LOGICAL_BITS) - 1;
 
+/// The smallest version a clock issues at wall time `at`.
+pub fn version_at(at: SystemTime) -> Version {
+    let ms = at
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    ms << LOGICAL_BITS
+}
+
 /// A hybrid logical clock shared by every writer on a node.
 #[derive(Debug, Default)]
 pub struct Hlc {

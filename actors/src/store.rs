@@ -113,11 +113,15 @@ pub trait RangeStore: Send + Sync + 'static {
     fn shard_groups(&self) -> Result<Vec<String>, Self::Error>;
 
     /// The non-empty leaves of a shard group among `partitions`, each up to
-    /// date (dirty leaves are re-hashed first), in partition order.
+    /// date (dirty leaves are re-hashed first), in partition order, over the
+    /// points with versions up to `horizon` (newer ones are still settling:
+    /// in flight to their replicas; `Version::MAX` for every point). Both
+    /// sides of an exchange use the same horizon.
     fn leaves(
         &self,
         shard_group: &str,
         partitions: &PartitionSet,
+        horizon: Version,
     ) -> Result<Vec<Leaf>, Self::Error>;
 
     /// Every row of one partition of a shard group.

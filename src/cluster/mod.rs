@@ -258,17 +258,20 @@ impl Prepared {
             Client::new(node_id.to_string(), secret, config.cluster.rpc_timeout)
                 .with_local_ip(rpc_addr.ip()),
         );
-        let driver = Arc::new(anti_entropy::Driver::new(
-            Arc::new(storage.clone()),
-            Arc::new(repair::RpcTransport {
-                node_id: node_id.to_string(),
-                client: client.clone(),
-                topology: topology.clone(),
-                storage: storage.clone(),
-                tombstones: tombstones.clone(),
-            }),
-            config.anti_entropy.rate_limit.as_u64(),
-        ));
+        let driver = Arc::new(
+            anti_entropy::Driver::new(
+                Arc::new(storage.clone()),
+                Arc::new(repair::RpcTransport {
+                    node_id: node_id.to_string(),
+                    client: client.clone(),
+                    topology: topology.clone(),
+                    storage: storage.clone(),
+                    tombstones: tombstones.clone(),
+                }),
+                config.anti_entropy.rate_limit.as_u64(),
+            )
+            .with_settle(config.anti_entropy.settle),
+        );
         let ae_stats = driver.stats.clone();
         let ae_actor = actix::Actor::start(AntiEntropy::new(
             driver,

@@ -586,8 +586,9 @@ impl dynaflux_actors::RangeStore for Storage {
         &self,
         shard_group: &str,
         partitions: &dynaflux_actors::PartitionSet,
+        horizon: dynaflux_actors::Version,
     ) -> Result<Vec<dynaflux_actors::Leaf>, StorageError> {
-        self.engine.ae_leaves(shard_group, partitions)
+        self.engine.ae_leaves(shard_group, partitions, horizon)
     }
 
     fn scan_partition(

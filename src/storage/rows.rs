@@ -38,12 +38,34 @@ const RETENTION_MARGIN_NANOS: i64 = 3_600_000_000_000;
 /// How many partitions one pass over the write buffer hashes at most.
 const PARTITIONS_PER_PASS: usize = 256;
 
+/// The hash of one leaf and what it covers.
+#[derive(Debug, Clone, Copy)]
+struct Hashed {
+    hash: u128,
+    count: u64,
+    /// The newest version it includes.
+    newest: u64,
+    /// `None`: every point of the leaf; `Some(h)`: the points with
+    /// versions up to `h` (newer ones were left out).
+    upto: Option<u64>,
+}
+
+impl Hashed {
+    /// Whether this is the leaf's hash at `horizon`.
+    fn valid_at(&self, horizon: u64) -> bool {
+        match self.upto {
+            None => self.newest <= horizon,
+            Some(upto) => upto == horizon,
+        }
+    }
+}
+
 /// The Merkle leaves this node keeps up to date.
 #[derive(Default)]
 pub(super) struct LeafBook {
     /// Hashes of leaves, valid unless the leaf is in `dirty` or its shard
     /// group is not in `known`. Empty leaves are absent.
-    clean: HashMap<(ShardId, u32), (u128, u64)>,
+    clean: HashMap<(ShardId, u32), Hashed>,
     dirty: HashSet<(ShardId, u32)>,
     /// Shard groups whose every leaf has been hashed since start.
     known: HashSet<ShardId>,
@@ -208,11 +230,13 @@ impl Engine {
             .collect()
     }
 
-    /// The up-to-date, non-empty leaves of a shard group among `partitions`.
+    /// The up-to-date, non-empty leaves of a shard group among
+    /// `partitions`, over the points with versions up to `horizon`.
     pub fn ae_leaves(
         &self,
         name: &str,
         partitions: &PartitionSet,
+        horizon: u64,
     ) -> Result<Vec<Leaf>, StorageError> {
         let Some((_, _, shard)) = self.shard_of_name(name) else {
             return Ok(Vec::new());
@@ -229,14 +253,21 @@ impl Engine {
                 let mut todo: Vec<u32> = partitions
                     .iter()
                     .map(|p| p as u32)
-                    .filter(|p| book.dirty.remove(&(shard, *p)))
+                    .filter(|p| {
+                        let dirty = book.dirty.remove(&(shard, *p));
+                        dirty
+                            || book
+                                .clean
+                                .get(&(shard, *p))
+                                .is_some_and(|hashed| !hashed.valid_at(horizon))
+                    })
                     .collect();
                 todo.sort_unstable();
                 todo
             }
         };
         for pass in todo.chunks(PARTITIONS_PER_PASS) {
-            let hashed = match self.hash_partitions(shard, pass) {
+            let hashed = match self.hash_partitions(shard, pass, horizon) {
                 Ok(hashed) => hashed,
                 Err(error) => {
                     // Not hashed: leave them dirty for the next call.
@@ -261,10 +292,11 @@ impl Engine {
             .filter_map(|p| {
                 book.clean
                     .get(&(shard, p as u32))
-                    .map(|(hash, count)| Leaf {
+                    .filter(|hashed| hashed.count > 0)
+                    .map(|hashed| Leaf {
                         partition: p as u32,
-                        hash: *hash,
-                        count: *count,
+                        hash: hashed.hash,
+                        count: hashed.count,
                     })
             })
             .collect();
@@ -402,18 +434,20 @@ impl Engine {
         Ok(out)
     }
 
-    /// The leaves of `partitions` of a shard group: partition -> (hash, count).
+    /// The leaves of `partitions` of a shard group at `horizon`; a
+    /// partition with no points is absent.
     fn hash_partitions(
         &self,
         shard: ShardId,
         partitions: &[u32],
-    ) -> Result<HashMap<u32, (u128, u64)>, StorageError> {
+        horizon: u64,
+    ) -> Result<HashMap<u32, Hashed>, StorageError> {
         let fields = self.partition_points(shard, partitions)?;
         if fields.is_empty() {
             return Ok(HashMap::default());
         }
         let names = self.names(shard.db)?;
-        let mut out: HashMap<u32, (u128, u64)> = HashMap::default();
+        let mut out: HashMap<u32, Hashed> = HashMap::default();
         let mut bytes = Vec::with_capacity(64);
         for field_points in fields {
             let Some((key, measurement, _)) = names.series.get(&field_points.series) else {
@@ -429,15 +463,26 @@ impl Engine {
             let seed = seed.digest();
             let leaf = out
                 .entry(partition_of(field_points.token) as u32)
-                .or_default();
+                .or_insert(Hashed {
+                    hash: 0,
+                    count: 0,
+                    newest: 0,
+                    upto: None,
+                });
             for (time, version, value) in &field_points.points {
+                if *version > horizon {
+                    // Still settling: compared by a later round.
+                    leaf.upto = Some(horizon);
+                    continue;
+                }
+                leaf.newest = leaf.newest.max(*version);
                 bytes.clear();
                 bytes.extend_from_slice(&seed.to_be_bytes());
                 bytes.extend_from_slice(&time.to_be_bytes());
                 bytes.extend_from_slice(&version.to_be_bytes());
                 value_hash_bytes(value, &mut bytes);
-                leaf.0 = leaf.0.wrapping_add(xxhash_rust::xxh3::xxh3_128(&bytes));
-                leaf.1 += 1;
+                leaf.hash = leaf.hash.wrapping_add(xxhash_rust::xxh3::xxh3_128(&bytes));
+                leaf.count += 1;
             }
         }
         Ok(out)

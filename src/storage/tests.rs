@@ -365,7 +365,7 @@ fn all_leaves(storage: &Storage) -> Vec<(String, Vec<dynaflux_actors::Leaf>)> {
         .into_iter()
         .map(|group| {
             let leaves = storage
-                .leaves(&group, &dynaflux_actors::PartitionSet::all())
+                .leaves(&group, &dynaflux_actors::PartitionSet::all(), u64::MAX)
                 .expect("leaves");
             (group, leaves)
         })
@@ -482,8 +482,10 @@ fn a_delete_or_drop_that_arrives_late_keeps_the_points_written_after_it() {
     assert_eq!(values(&storage, "db", "m", "v").len(), 1);
     // A late DELETE of k (version 50, older than k's points) deletes nothing.
     let id = storage.series_ids("db", &["k,host=a"]).expect("ids")[0].expect("id");
-    with_delete_version(50, || storage.delete_points("db", &[id], i64::MIN, i64::MAX))
-        .expect("delete");
+    with_delete_version(50, || {
+        storage.delete_points("db", &[id], i64::MIN, i64::MAX)
+    })
+    .expect("delete");
     assert_eq!(values(&storage, "db", "k", "v").len(), 1);
     // A drop at a version newer than every point removes the measurement.
     with_delete_version(400, || storage.drop_measurement("db", "m")).expect("drop");

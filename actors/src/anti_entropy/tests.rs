@@ -40,12 +40,17 @@ impl RangeStore for MemoryStore {
         Ok(self.groups.lock().keys().cloned().collect())
     }
 
-    fn leaves(&self, group: &str, partitions: &PartitionSet) -> Result<Vec<Leaf>, Self::Error> {
+    fn leaves(
+        &self,
+        group: &str,
+        partitions: &PartitionSet,
+        horizon: Version,
+    ) -> Result<Vec<Leaf>, Self::Error> {
         let groups = self.groups.lock();
         let mut leaves: BTreeMap<u32, Leaf> = BTreeMap::new();
         for row in groups.get(group).into_iter().flat_map(|rows| rows.values()) {
             let partition = partition_of(row.token);
-            if !partitions.contains(partition) {
+            if !partitions.contains(partition) || row.version > horizon {
                 continue;
             }
             let leaf = leaves.entry(partition as u32).or_insert(Leaf {
@@ -179,4 +184,32 @@ fn roots_depend_on_every_leaf() {
     changed[1].count = 3;
     assert_ne!(root(&leaves), root(&changed));
     assert_eq!(root(&leaves).1, 3);
+}
+
+#[tokio::test]
+async fn scheduled_rounds_leave_settling_writes_to_replication_and_asked_rounds_do_not() {
+    let a = Arc::new(MemoryStore::default());
+    let b = Arc::new(MemoryStore::default());
+    for i in 0..100 {
+        a.put("g", token(i), &format!("k{i}"), 1);
+        b.put("g", token(i), &format!("k{i}"), 1);
+    }
+    // A write a moment ago that has reached a but not yet b.
+    let fresh = crate::hlc::version_at(std::time::SystemTime::now());
+    a.put("g", token(500), "fresh", fresh);
+    let driver = Driver::new(a.clone(), Arc::new(Direct { peer: b.clone() }), 0)
+        .with_settle(Duration::from_secs(60));
+    let scheduled = driver.round().await;
+    assert!(scheduled.in_sync(), "{scheduled:?}");
+    assert_eq!(scheduled.rows_received + scheduled.rows_sent, 0);
+    assert_ne!(a.contents(), b.contents());
+    // A round someone asked for compares everything.
+    let asked = driver.round_all().await;
+    assert_eq!(asked.partitions_repaired, 1, "{asked:?}");
+    assert_eq!(a.contents(), b.contents());
+    // An old difference is repaired by scheduled rounds too.
+    b.put("g", token(7), "old-only-on-b", 2);
+    let scheduled = driver.round().await;
+    assert_eq!(scheduled.partitions_repaired, 1, "{scheduled:?}");
+    assert_eq!(a.contents(), b.contents());
 }
