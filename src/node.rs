@@ -71,6 +71,8 @@ pub fn run(config: Config) -> Result<(), NodeError> {
         buffer_max_bytes: config.storage.buffer_max_size.as_u64(),
         buffer_max_age: config.storage.buffer_max_age,
         retention_check_interval: config.storage.retention_check_interval,
+        background_compaction: true,
+        backpressure_wait: std::time::Duration::from_secs(10),
     })?;
     let max_body_size = usize::try_from(config.http.max_body_size.as_u64()).unwrap_or(usize::MAX);
     let bind = config.http.bind;

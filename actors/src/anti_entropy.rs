@@ -289,14 +289,23 @@ impl<S: RangeStore, T: AeTransport> Driver<S, T> {
         self
     }
 
-    /// A scheduled round: every point written up to `settle` ago.
+    /// A scheduled round: every point written up to `settle` ago, the
+    /// horizon rounded down to a multiple of `settle`, so that the rounds
+    /// of several nodes within one `settle` share it (and the leaves each
+    /// node hashed for it).
     pub async fn round(&self) -> RoundReport {
-        let horizon = hlc::version_at(
-            SystemTime::now()
-                .checked_sub(self.settle)
-                .unwrap_or(UNIX_EPOCH),
-        );
-        self.round_upto(horizon).await
+        let settle_ms = self.settle.as_millis() as u64;
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let at = match now_ms.checked_sub(settle_ms) {
+            Some(ms) if settle_ms > 0 => ms - ms % settle_ms,
+            Some(ms) => ms,
+            None => 0,
+        };
+        self.round_upto(hlc::version_at(UNIX_EPOCH + Duration::from_millis(at)))
+            .await
     }
 
     /// A round over every point, however recent (an operator's repair).

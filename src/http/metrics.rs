@@ -26,6 +26,7 @@ pub struct Metrics {
     pub points_written: Counter,
     pub query_requests: Counter,
     points_stored: Gauge,
+    blocks_compacted: Gauge,
     hints_replayed: Gauge,
     hints_dropped: Gauge,
     pushdowns_served: Gauge,
@@ -58,6 +59,7 @@ impl Default for Metrics {
             points_written: Counter::default(),
             query_requests: Counter::default(),
             points_stored: Gauge::default(),
+            blocks_compacted: Gauge::default(),
             hints_replayed: Gauge::default(),
             hints_dropped: Gauge::default(),
             pushdowns_served: Gauge::default(),
@@ -98,6 +100,11 @@ impl Default for Metrics {
             "points_stored",
             "Points this node stored since it started (its replicas' share)",
             metrics.points_stored.clone(),
+        );
+        registry.register(
+            "blocks_compacted",
+            "Blocks merged away by background compaction since start",
+            metrics.blocks_compacted.clone(),
         );
         registry.register(
             "hints_replayed",
@@ -190,6 +197,9 @@ pub async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
     metrics
         .points_stored
         .set(int(state.storage.points_stored()));
+    metrics
+        .blocks_compacted
+        .set(int(state.storage.blocks_compacted()));
     if let Some(cluster) = &state.cluster {
         let status = cluster.status();
         metrics.hints_replayed.set(int(status.local.hints_replayed));

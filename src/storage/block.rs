@@ -270,6 +270,13 @@ pub fn block_span(bytes: &[u8]) -> Result<(i64, i64), StorageError> {
     Ok((reader.u64()? as i64, reader.u64()? as i64))
 }
 
+/// How many points a block holds, from its header.
+pub fn block_len(bytes: &[u8]) -> Result<usize, StorageError> {
+    let mut reader = Reader { bytes };
+    reader.take(2)?;
+    Ok(reader.u32()? as usize)
+}
+
 pub fn decode(bytes: &[u8]) -> Result<Column, StorageError> {
     let pco_error = |error: pco::errors::PcoError| corrupt(&error.to_string());
     let mut reader = Reader { bytes };

@@ -33,6 +33,8 @@ use super::{
 };
 use crate::lineproto::{self, FieldValue, Point};
 
+#[path = "compact.rs"]
+mod compact;
 #[path = "deletes.rs"]
 mod deletes;
 #[path = "rows.rs"]
@@ -56,9 +58,6 @@ const CATALOG_KEY: &[u8] = b"catalog";
 /// The write buffer may hold this many times `buffer_max_bytes` while a
 /// flush runs; past it writes wait (see [`Engine::wait_for_room`]).
 const BUFFER_HARD_LIMIT: u64 = 4;
-
-/// How long a write waits for room in the write buffer before it is refused.
-const BACKPRESSURE_WAIT: Duration = Duration::from_secs(10);
 
 fn engine_error(error: impl std::fmt::Display) -> StorageError {
     StorageError::Engine(error.to_string())
@@ -299,6 +298,9 @@ pub struct Engine {
     /// Bumped (under the log lock) when deletes take series out of the
     /// index: a write that resolved its series before resolves them again.
     series_epoch: AtomicU64,
+    /// Fields written by flushes, for compaction to look at.
+    compaction: Mutex<compact::CompactionQueue>,
+    blocks_compacted: AtomicU64,
 }
 
 impl Engine {
@@ -387,6 +389,8 @@ impl Engine {
             leaves: Mutex::new(LeafBook::default()),
             deletes: RwLock::new(deletes_book),
             series_epoch: AtomicU64::new(0),
+            compaction: Mutex::new(compact::CompactionQueue::default()),
+            blocks_compacted: AtomicU64::new(0),
         });
         engine.replay_wal(&wal_dir)?;
         let weak = Arc::downgrade(&engine);
@@ -839,8 +843,14 @@ impl Engine {
 
     /// Back-pressure: while the write buffer holds more than
     /// [`BUFFER_HARD_LIMIT`] times `buffer_max_bytes` (flushes are behind),
-    /// a write waits for a flush, and after [`BACKPRESSURE_WAIT`] is refused
+    /// a write waits for a flush, and after `backpressure_wait` is refused
     /// (503 to the client) rather than grow memory without bound.
+    /// Hold off flushes while the guard lives (tests of back-pressure).
+    #[cfg(test)]
+    pub fn hold_flushes(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.flush_lock.lock()
+    }
+
     fn wait_for_room(&self) -> Result<(), StorageError> {
         let limit = self
             .options
@@ -850,7 +860,7 @@ impl Engine {
         if !full() {
             return Ok(());
         }
-        let deadline = Instant::now() + BACKPRESSURE_WAIT;
+        let deadline = Instant::now() + self.options.backpressure_wait;
         self.signal.wake.notify_all();
         while full() {
             if Instant::now() >= deadline {
@@ -952,6 +962,7 @@ impl Engine {
         let now = now_nanos();
         let catalog = self.catalog.read().clone();
         let mut per_shard: BTreeMap<ShardId, ShardBlocks> = BTreeMap::new();
+        let mut written = Vec::new();
         let mut blocks = 0usize;
         let mut values = 0usize;
         for (key, buffered) in &frozen.columns {
@@ -986,14 +997,16 @@ impl Engine {
                     block_key.extend_from_slice(
                         &self.block_seq.fetch_add(1, Ordering::Relaxed).to_be_bytes(),
                     );
+                    let shard = ShardId {
+                        db: key.db,
+                        rp: key.rp,
+                        start: shard_start,
+                    };
                     per_shard
-                        .entry(ShardId {
-                            db: key.db,
-                            rp: key.rp,
-                            start: shard_start,
-                        })
+                        .entry(shard)
                         .or_default()
                         .push((block_key, segment.encode()?));
+                    written.push((shard, buffered.token, key.series, key.field));
                     blocks += 1;
                     values += segment.len();
                 }
@@ -1012,6 +1025,12 @@ impl Engine {
         self.db
             .persist(PersistMode::SyncAll)
             .map_err(engine_error)?;
+        {
+            let mut queue = self.compaction.lock();
+            for (shard, token, series, field) in written {
+                queue.push(shard, token, series, field);
+            }
+        }
         tracing::debug!(blocks, values, elapsed = ?started.elapsed(), "flushed write buffer");
         Ok(())
     }
@@ -1688,8 +1707,10 @@ struct Signal {
 
 fn background_loop(engine: Weak<Engine>, signal: Arc<Signal>) {
     let mut last_retention = Instant::now();
+    // Compaction gave way to a due flush: flush now, without waiting.
+    let mut flush_now = false;
     loop {
-        {
+        if !flush_now {
             let mut stop = signal.stop.lock();
             if *stop {
                 return;
@@ -1707,6 +1728,18 @@ fn background_loop(engine: Weak<Engine>, signal: Arc<Signal>) {
                 tracing::error!(%error, "flushing the write buffer failed; will retry");
             }
         }
+        // Compaction, a step at a time, until a flush is due or we stop.
+        while strong.options.background_compaction
+            && strong.compaction_pending()
+            && !strong.buffer_due()
+            && !*signal.stop.lock()
+        {
+            if let Err(error) = strong.compact_step() {
+                tracing::error!(%error, "compaction failed");
+                break;
+            }
+        }
+        flush_now = strong.buffer_due();
         if last_retention.elapsed() >= strong.options.retention_check_interval {
             last_retention = Instant::now();
             match strong.enforce_retention(now_nanos()) {

@@ -267,6 +267,12 @@ pub struct StorageOptions {
     pub buffer_max_age: Duration,
     /// How often expired shard groups are looked for.
     pub retention_check_interval: Duration,
+    /// Compact blocks in the background (see `compact.rs`); only tests
+    /// turn it off, to compact when they choose.
+    pub background_compaction: bool,
+    /// How long a write waits for room in a full write buffer before it is
+    /// refused (503). Default: 10 s.
+    pub backpressure_wait: Duration,
 }
 
 impl StorageOptions {
@@ -277,6 +283,8 @@ impl StorageOptions {
             buffer_max_bytes: 64 << 20,
             buffer_max_age: Duration::from_secs(60),
             retention_check_interval: Duration::from_secs(1800),
+            background_compaction: true,
+            backpressure_wait: Duration::from_secs(10),
         }
     }
 }
@@ -486,6 +494,11 @@ impl Storage {
     /// Points this node has stored since it started.
     pub fn points_stored(&self) -> u64 {
         self.engine.points_stored()
+    }
+
+    /// Blocks merged away by background compaction since start.
+    pub fn blocks_compacted(&self) -> u64 {
+        self.engine.blocks_compacted()
     }
 
     // ---- schema reads (the series index is per database)

@@ -497,3 +497,111 @@ fn a_delete_or_drop_that_arrives_late_keeps_the_points_written_after_it() {
     assert_eq!(storage.measurements("db").expect("m"), vec!["k"]);
     assert!(values(&storage, "db", "m", "v").is_empty());
 }
+
+fn block_counts(storage: &Storage) -> Vec<usize> {
+    storage.engine.block_counts()
+}
+
+#[test]
+fn compaction_merges_overlapping_and_small_blocks_without_changing_reads_or_leaves() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = Storage::open(StorageOptions {
+        background_compaction: false,
+        ..StorageOptions::for_test(dir.path().to_path_buf())
+    })
+    .expect("open");
+    storage.create_database("db", None).expect("create");
+    // Field v of series a: 10 flushes of points that interleave in time
+    // (late writes), with overwrites at newer versions.
+    for round in 0..10i64 {
+        let body: Vec<String> = (0..50i64)
+            .map(|i| format!("m,host=a v={} {}", round * 100 + i, i * 10 + round))
+            .collect();
+        write(&storage, "db", &body.join("\n"));
+        write(&storage, "db", &format!("m,host=a v=-{round} 5"));
+        storage.flush().expect("flush");
+    }
+    // Series b: blocks that do not overlap, but many and small.
+    for round in 0..SMALL_BLOCK_TEST_ROUNDS {
+        write(
+            &storage,
+            "db",
+            &format!("m,host=b v={round} {}", 1000 + round),
+        );
+        storage.flush().expect("flush");
+    }
+    // Series c: one block, nothing to do.
+    write(&storage, "db", "m,host=c v=1 1");
+    storage.flush().expect("flush");
+    let before = values(&storage, "db", "m", "v");
+    let leaves_before = all_leaves(&storage);
+    let mut counts = block_counts(&storage);
+    counts.sort_unstable();
+    assert_eq!(counts, vec![1, SMALL_BLOCK_TEST_ROUNDS as usize, 10]);
+    storage.engine.compact_pending().expect("compact");
+    assert_eq!(block_counts(&storage), vec![1, 1, 1]);
+    assert_eq!(
+        storage.engine.blocks_compacted(),
+        10 + SMALL_BLOCK_TEST_ROUNDS as u64
+    );
+    assert_eq!(values(&storage, "db", "m", "v"), before);
+    // The newest version of the overwritten point won.
+    assert!(before[0].1.contains(&(5, Value::Float(-9.0))));
+    assert_eq!(all_leaves(&storage), leaves_before);
+    // Nothing more to do, and the result survives a restart.
+    storage.engine.compact_pending().expect("compact again");
+    assert_eq!(block_counts(&storage), vec![1, 1, 1]);
+    storage.close().expect("close");
+    drop(storage);
+    let storage = open(dir.path());
+    assert_eq!(values(&storage, "db", "m", "v"), before);
+}
+
+const SMALL_BLOCK_TEST_ROUNDS: i64 = 9;
+
+#[test]
+fn a_write_waits_while_flushes_fall_behind_and_is_refused_if_they_never_catch_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = Storage::open(StorageOptions {
+        buffer_max_bytes: 4096,
+        backpressure_wait: Duration::from_millis(400),
+        ..StorageOptions::for_test(dir.path().to_path_buf())
+    })
+    .expect("open");
+    storage.create_database("db", None).expect("create");
+    let batch = |from: i64| -> String {
+        (from..from + 1000)
+            .map(|i| format!("m,host=a v={i} {i}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    // Flushes are stuck: the first batch fills the buffer past 4x its size,
+    // the next write waits, then is refused rather than grow memory.
+    let hold = storage.engine.hold_flushes();
+    write(&storage, "db", &batch(0));
+    let second = batch(1000);
+    let parsed = lineproto::parse(second.as_bytes(), Precision::Nanosecond, 0);
+    let started = std::time::Instant::now();
+    let refused = storage.write("db", None, &parsed.points);
+    assert!(
+        matches!(refused, Err(StorageError::Overloaded)),
+        "{refused:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    // Once flushes run again, a waiting write goes through.
+    let writer = {
+        let storage = storage.clone();
+        std::thread::spawn(move || {
+            let third = batch(2000);
+            let parsed = lineproto::parse(third.as_bytes(), Precision::Nanosecond, 0);
+            storage.write("db", None, &parsed.points).map(|o| o.written)
+        })
+    };
+    drop(hold);
+    assert_eq!(writer.join().expect("join").expect("written"), 1000);
+    let stored = &values(&storage, "db", "m", "v")[0].1;
+    assert_eq!(stored.len(), 2000);
+    assert!(stored
+        .iter()
+        .all(|(t, _)| (0..1000).contains(t) || (2000..3000).contains(t)));
+}
