@@ -48,7 +48,7 @@ const PARTITIONS_PER_STEP: usize = 64;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum AeRequest {
     /// The root of every shard group the peer holds, over `partitions`
-    /// and the points with versions up to `horizon`.
+    /// and the points with versions below `horizon`.
     Digests {
         partitions: PartitionSet,
         horizon: Version,
@@ -289,21 +289,18 @@ impl<S: RangeStore, T: AeTransport> Driver<S, T> {
         self
     }
 
-    /// A scheduled round: every point written up to `settle` ago, the
-    /// horizon rounded down to a multiple of `settle`, so that the rounds
-    /// of several nodes within one `settle` share it (and the leaves each
-    /// node hashed for it).
+    /// A scheduled round: every point written before `settle` ago, the
+    /// horizon rounded down to a multiple of `settle` (in whole seconds),
+    /// so that the rounds of several nodes within one `settle` share it and
+    /// engines can answer it from per-second sums.
     pub async fn round(&self) -> RoundReport {
-        let settle_ms = self.settle.as_millis() as u64;
+        let settle_ms = (self.settle.as_millis() as u64 / 1000).max(1) * 1000;
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let at = match now_ms.checked_sub(settle_ms) {
-            Some(ms) if settle_ms > 0 => ms - ms % settle_ms,
-            Some(ms) => ms,
-            None => 0,
-        };
+        let at = now_ms.saturating_sub(self.settle.as_millis() as u64);
+        let at = at - at % settle_ms;
         self.round_upto(hlc::version_at(UNIX_EPOCH + Duration::from_millis(at)))
             .await
     }
@@ -324,7 +321,7 @@ impl<S: RangeStore, T: AeTransport> Driver<S, T> {
     }
 
     /// One round with every peer in the plan, over the points with
-    /// versions up to `horizon`.
+    /// versions below `horizon`.
     async fn round_upto(&self, horizon: Version) -> RoundReport {
         let started = Instant::now();
         let mut report = RoundReport::default();

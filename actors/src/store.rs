@@ -114,7 +114,7 @@ pub trait RangeStore: Send + Sync + 'static {
 
     /// The non-empty leaves of a shard group among `partitions`, each up to
     /// date (dirty leaves are re-hashed first), in partition order, over the
-    /// points with versions up to `horizon` (newer ones are still settling:
+    /// points with versions below `horizon` (newer ones are still settling:
     /// in flight to their replicas; `Version::MAX` for every point). Both
     /// sides of an exchange use the same horizon.
     fn leaves(

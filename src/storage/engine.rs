@@ -248,6 +248,11 @@ fn shard_start(time: i64, shard_duration: u64) -> i64 {
     time.div_euclid(duration).saturating_mul(duration)
 }
 
+/// The smallest HLC version of the current wall time.
+fn now_version() -> u64 {
+    dynaflux_actors::hlc::version_at(SystemTime::now())
+}
+
 fn now_nanos() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -449,7 +454,7 @@ impl Engine {
                 if let Some(shard_duration) = shard_duration {
                     self.leaves
                         .lock()
-                        .mark_written(&batch, &tokens, shard_duration);
+                        .mark_written(&batch, &tokens, shard_duration, None);
                 }
                 replayed += batch.points.len();
             }
@@ -731,6 +736,7 @@ impl Engine {
             let mut wal_points = Vec::with_capacity(accepted.len());
             let mut tokens = Vec::with_capacity(accepted.len());
             let mut missing = Vec::new();
+            let mut keys = Vec::with_capacity(accepted.len());
             {
                 let index = index.read();
                 let fields = std::mem::take(&mut accepted_fields);
@@ -741,9 +747,10 @@ impl Engine {
                         Some(entry) => tokens.push(Some(entry.token)),
                         None => {
                             tokens.push(None);
-                            missing.push((position, key));
+                            missing.push((position, key.clone()));
                         }
                     }
+                    keys.push(key);
                     wal_points.push(WalPoint {
                         series: id.unwrap_or(0),
                         time: point.timestamp,
@@ -804,6 +811,7 @@ impl Engine {
                 points: wal_points,
             };
             let encoded = rmp_serde::to_vec(&batch).map_err(engine_error)?;
+            let hashes = self.point_hashes(db_name, &accepted, &keys, &batch);
             self.wait_for_room()?;
             let (seq, flush_needed) = {
                 let mut log = self.log.lock();
@@ -821,9 +829,12 @@ impl Engine {
                 Self::buffer_batch(&mut buffer, &batch, &tokens);
                 // The leaves go dirty in the step that makes the points
                 // readable and durable: under the log lock, before the answer.
-                self.leaves
-                    .lock()
-                    .mark_written(&batch, &tokens, rp_meta.shard_duration);
+                self.leaves.lock().mark_written(
+                    &batch,
+                    &tokens,
+                    rp_meta.shard_duration,
+                    Some(&hashes),
+                );
                 (
                     log.last_seq,
                     buffer.bytes as u64 >= self.options.buffer_max_bytes,

@@ -38,65 +38,165 @@ const RETENTION_MARGIN_NANOS: i64 = 3_600_000_000_000;
 /// How many partitions one pass over the write buffer hashes at most.
 const PARTITIONS_PER_PASS: usize = 256;
 
-/// The hash of one leaf and what it covers.
-#[derive(Debug, Clone, Copy)]
-struct Hashed {
-    hash: u128,
-    count: u64,
-    /// The newest version it includes.
-    newest: u64,
-    /// `None`: every point of the leaf; `Some(h)`: the points with
-    /// versions up to `h` (newer ones were left out).
-    upto: Option<u64>,
+/// HLC versions per bucket of a leaf's recent sums: one second.
+const BUCKET: u64 = 1000 << 16;
+
+/// Seconds of recent sums a leaf keeps apart from its base: a horizon up
+/// to this far back is answered without reading data.
+const KEEP_BUCKETS: u64 = 60;
+
+/// The version below which a leaf folds its sums into its base now.
+fn fold_point(now: u64) -> u64 {
+    (now / BUCKET).saturating_sub(KEEP_BUCKETS) * BUCKET
 }
 
-impl Hashed {
-    /// Whether this is the leaf's hash at `horizon`.
-    fn valid_at(&self, horizon: u64) -> bool {
-        match self.upto {
-            None => self.newest <= horizon,
-            Some(upto) => upto == horizon,
+/// What a node knows of one leaf: the sum of its points' hashes, split by
+/// version so that a horizon can be answered, and the newest time of each
+/// column in it, so that a write can be told to be an append.
+#[derive(Debug, Clone, Default)]
+struct LeafState {
+    /// The points with versions below `base_upto`: (hash sum, count).
+    base: (u128, u64),
+    base_upto: u64,
+    /// The points with newer versions, per [`BUCKET`] of versions.
+    recent: BTreeMap<u64, (u128, u64)>,
+    /// (series id, field id) -> newest time, for every column with points.
+    columns: HashMap<(u64, u32), i64>,
+}
+
+impl LeafState {
+    fn new(base_upto: u64) -> LeafState {
+        LeafState {
+            base_upto,
+            ..LeafState::default()
         }
+    }
+
+    fn add(&mut self, version: u64, hash: u128) {
+        let sum = if version < self.base_upto {
+            &mut self.base
+        } else {
+            self.recent.entry(version / BUCKET).or_default()
+        };
+        sum.0 = sum.0.wrapping_add(hash);
+        sum.1 += 1;
+    }
+
+    /// The leaf over the points with versions below `horizon`, if this
+    /// state can tell (`u64::MAX`: every point).
+    fn at(&self, horizon: u64) -> Option<(u128, u64)> {
+        let recent: Box<dyn Iterator<Item = &(u128, u64)>> = if horizon == u64::MAX {
+            Box::new(self.recent.values())
+        } else if horizon >= self.base_upto && horizon.is_multiple_of(BUCKET) {
+            Box::new(self.recent.range(..horizon / BUCKET).map(|(_, sum)| sum))
+        } else {
+            return None;
+        };
+        Some(recent.fold(self.base, |(hash, count), (h, c)| {
+            (hash.wrapping_add(*h), count + c)
+        }))
+    }
+
+    /// Fold the sums of versions below `upto` (a bucket boundary) into the base.
+    fn fold(&mut self, upto: u64) {
+        if upto <= self.base_upto {
+            return;
+        }
+        let keep = self.recent.split_off(&(upto / BUCKET));
+        for (hash, count) in std::mem::replace(&mut self.recent, keep).into_values() {
+            self.base.0 = self.base.0.wrapping_add(hash);
+            self.base.1 += count;
+        }
+        self.base_upto = upto;
     }
 }
 
 /// The Merkle leaves this node keeps up to date.
+///
+/// A write to a leaf whose state is known adds its points' hashes to it
+/// when each is an append (later than every point of its column: it
+/// shadows nothing), and marks the leaf dirty otherwise (an overwrite or
+/// a late point), to be re-hashed from its data when next compared.
 #[derive(Default)]
 pub(super) struct LeafBook {
-    /// Hashes of leaves, valid unless the leaf is in `dirty` or its shard
-    /// group is not in `known`. Empty leaves are absent.
-    clean: HashMap<(ShardId, u32), Hashed>,
+    /// States of leaves, valid unless the leaf is in `dirty` or
+    /// `hashing`, or its shard group is not in `known`. Empty leaves are
+    /// absent.
+    clean: HashMap<(ShardId, u32), LeafState>,
     dirty: HashSet<(ShardId, u32)>,
+    /// Leaves being re-hashed: a write to one marks it dirty again.
+    hashing: HashSet<(ShardId, u32)>,
     /// Shard groups whose every leaf has been hashed since start.
     known: HashSet<ShardId>,
     /// Shard groups written since start (they may have no keyspace yet).
     seen: BTreeSet<ShardId>,
+    /// Leaves hashed from their data since start.
+    rehashed: u64,
 }
 
 impl LeafBook {
+    /// Account for a batch that has just become durable and readable.
+    /// `hashes`: the hash of each field of each point, in order (see
+    /// [`point_hash`]); `None` marks every leaf written dirty.
     pub(super) fn mark_written(
         &mut self,
         batch: &WalBatch,
         tokens: &[Option<u64>],
         shard_duration: u64,
+        hashes: Option<&[u128]>,
     ) {
-        let mut last: Option<(ShardId, u32)> = None;
+        let fold_upto = fold_point(super::now_version());
+        let mut next_hash = 0usize;
         for (point, token) in batch.points.iter().zip(tokens) {
+            let first_hash = next_hash;
+            next_hash += point.fields.len();
             let Some(token) = token else { continue };
-            let leaf = (
-                ShardId {
-                    db: batch.db,
-                    rp: batch.rp,
-                    start: shard_start(point.time, shard_duration),
-                },
-                partition_of(*token) as u32,
-            );
-            if last == Some(leaf) {
+            let shard = ShardId {
+                db: batch.db,
+                rp: batch.rp,
+                start: shard_start(point.time, shard_duration),
+            };
+            let leaf = (shard, partition_of(*token) as u32);
+            let Some(hashes) = hashes.and_then(|h| h.get(first_hash..next_hash)) else {
+                if self.dirty.insert(leaf) {
+                    self.seen.insert(shard);
+                }
+                continue;
+            };
+            if self.dirty.contains(&leaf)
+                || self.hashing.contains(&leaf)
+                || !self.known.contains(&shard)
+            {
+                if self.dirty.insert(leaf) {
+                    self.seen.insert(shard);
+                }
                 continue;
             }
-            last = Some(leaf);
-            if self.dirty.insert(leaf) {
-                self.seen.insert(leaf.0);
+            let state = self
+                .clean
+                .entry(leaf)
+                .or_insert_with(|| LeafState::new(fold_upto));
+            let version = if point.version == 0 {
+                batch.version
+            } else {
+                point.version
+            };
+            let mut appended = true;
+            for ((field, _), hash) in point.fields.iter().zip(hashes) {
+                match state.columns.get_mut(&(point.series, *field)) {
+                    Some(newest) if point.time <= *newest => appended = false,
+                    Some(newest) => {
+                        *newest = point.time;
+                        state.add(version, *hash);
+                    }
+                    None => {
+                        state.columns.insert((point.series, *field), point.time);
+                        state.add(version, *hash);
+                    }
+                }
+            }
+            if !appended {
+                self.dirty.insert(leaf);
             }
         }
     }
@@ -114,6 +214,31 @@ impl LeafBook {
         self.forget(&which);
         self.seen.retain(|shard| !which(shard));
     }
+}
+
+/// The seed of a column's point hashes: its series key and field name.
+pub(super) fn column_seed(series_key: &str, field: &str) -> u64 {
+    let mut seed = xxhash_rust::xxh3::Xxh3::new();
+    seed.update(series_key.as_bytes());
+    seed.update(&[0]);
+    seed.update(field.as_bytes());
+    seed.digest()
+}
+
+/// The hash of one point of a column: what a leaf sums.
+pub(super) fn point_hash(
+    seed: u64,
+    time: i64,
+    version: u64,
+    value: &Value,
+    bytes: &mut Vec<u8>,
+) -> u128 {
+    bytes.clear();
+    bytes.extend_from_slice(&seed.to_be_bytes());
+    bytes.extend_from_slice(&time.to_be_bytes());
+    bytes.extend_from_slice(&version.to_be_bytes());
+    value_hash_bytes(value, bytes);
+    xxhash_rust::xxh3::xxh3_128(bytes)
 }
 
 /// One field of one series, resolved: sorted by time, one point per time.
@@ -231,7 +356,7 @@ impl Engine {
     }
 
     /// The up-to-date, non-empty leaves of a shard group among
-    /// `partitions`, over the points with versions up to `horizon`.
+    /// `partitions`, over the points with versions below `horizon`.
     pub fn ae_leaves(
         &self,
         name: &str,
@@ -241,67 +366,161 @@ impl Engine {
         let Some((_, _, shard)) = self.shard_of_name(name) else {
             return Ok(Vec::new());
         };
+        let fold_upto = fold_point(super::now_version());
         // Take the work out of the book first: a write that lands while we
         // hash marks its leaf dirty again, and the next call re-hashes it.
-        let todo: Vec<u32> = {
+        let rehash: Vec<u32> = {
             let mut book = self.leaves.lock();
-            if book.known.insert(shard) {
+            let mut todo: Vec<u32> = if book.known.insert(shard) {
                 book.clean.retain(|(s, _), _| *s != shard);
                 book.dirty.retain(|(s, _)| *s != shard);
                 (0..PARTITIONS as u32).collect()
             } else {
-                let mut todo: Vec<u32> = partitions
+                partitions
                     .iter()
                     .map(|p| p as u32)
-                    .filter(|p| {
-                        let dirty = book.dirty.remove(&(shard, *p));
-                        dirty
-                            || book
-                                .clean
-                                .get(&(shard, *p))
-                                .is_some_and(|hashed| !hashed.valid_at(horizon))
-                    })
-                    .collect();
-                todo.sort_unstable();
-                todo
+                    .filter(|p| book.dirty.remove(&(shard, *p)))
+                    .collect()
+            };
+            todo.sort_unstable();
+            for p in &todo {
+                book.hashing.insert((shard, *p));
             }
+            book.rehashed += todo.len() as u64;
+            todo
         };
-        for pass in todo.chunks(PARTITIONS_PER_PASS) {
-            let hashed = match self.hash_partitions(shard, pass, horizon) {
+        let mut answers: HashMap<u32, (u128, u64)> = HashMap::default();
+        // Leaves whose state cannot answer this horizon (one from before
+        // the state's base): hashed from their data at exactly it.
+        let mut exact: Vec<u32> = Vec::new();
+        for pass in rehash.chunks(PARTITIONS_PER_PASS) {
+            let hashed = self.hash_partitions(shard, pass, fold_upto);
+            let mut book = self.leaves.lock();
+            let mut hashed = match hashed {
                 Ok(hashed) => hashed,
                 Err(error) => {
                     // Not hashed: leave them dirty for the next call.
-                    let mut book = self.leaves.lock();
-                    for p in pass {
+                    for p in &rehash {
+                        book.hashing.remove(&(shard, *p));
                         book.dirty.insert((shard, *p));
                     }
                     return Err(error);
                 }
             };
-            let mut book = self.leaves.lock();
             for p in pass {
-                match hashed.get(p) {
-                    Some(leaf) => book.clean.insert((shard, *p), *leaf),
-                    None => book.clean.remove(&(shard, *p)),
-                };
+                book.hashing.remove(&(shard, *p));
+                let state = hashed.remove(p);
+                if partitions.contains(*p as usize) {
+                    match state.as_ref().map(|state| state.at(horizon)) {
+                        Some(Some(leaf)) => {
+                            answers.insert(*p, leaf);
+                        }
+                        Some(None) => exact.push(*p),
+                        None => {}
+                    }
+                }
+                match state {
+                    Some(state) if !book.dirty.contains(&(shard, *p)) => {
+                        book.clean.insert((shard, *p), state);
+                    }
+                    _ => {
+                        book.clean.remove(&(shard, *p));
+                    }
+                }
             }
         }
-        let book = self.leaves.lock();
-        let mut out: Vec<Leaf> = partitions
-            .iter()
-            .filter_map(|p| {
-                book.clean
-                    .get(&(shard, p as u32))
-                    .filter(|hashed| hashed.count > 0)
-                    .map(|hashed| Leaf {
-                        partition: p as u32,
-                        hash: hashed.hash,
-                        count: hashed.count,
-                    })
+        {
+            let mut book = self.leaves.lock();
+            for p in partitions.iter().map(|p| p as u32) {
+                if answers.contains_key(&p) || exact.contains(&p) {
+                    continue;
+                }
+                if let Some(state) = book.clean.get_mut(&(shard, p)) {
+                    match state.at(horizon) {
+                        Some(leaf) => {
+                            answers.insert(p, leaf);
+                        }
+                        None => exact.push(p),
+                    }
+                    state.fold(fold_upto);
+                }
+            }
+        }
+        if !exact.is_empty() && horizon != u64::MAX {
+            exact.sort_unstable();
+            for pass in exact.chunks(PARTITIONS_PER_PASS) {
+                for (p, state) in self.hash_partitions(shard, pass, horizon)? {
+                    answers.insert(p, state.base);
+                }
+            }
+        }
+        let mut out: Vec<Leaf> = answers
+            .into_iter()
+            .filter(|(_, (_, count))| *count > 0)
+            .map(|(partition, (hash, count))| Leaf {
+                partition,
+                hash,
+                count,
             })
             .collect();
         out.sort_by_key(|leaf| leaf.partition);
         Ok(out)
+    }
+
+    /// The hash of each field of each point of a batch about to be
+    /// written (`points` and `keys`, the series keys, in the batch's
+    /// order), for [`LeafBook::mark_written`].
+    pub(super) fn point_hashes(
+        &self,
+        db: &str,
+        points: &[&Point<'_>],
+        keys: &[String],
+        batch: &WalBatch,
+    ) -> Vec<u128> {
+        let mut out = Vec::with_capacity(batch.points.len());
+        let catalog = self.catalog.read();
+        let Some(database) = catalog.database(db) else {
+            return out;
+        };
+        let mut bytes = Vec::with_capacity(64);
+        let mut last: Option<(&str, &super::super::catalog::MeasurementMeta)> = None;
+        for ((wal_point, point), key) in batch.points.iter().zip(points).zip(keys) {
+            let measurement = point.measurement.as_ref();
+            let meta = match last {
+                Some((name, meta)) if name == measurement => Some(meta),
+                _ => database.measurements.get(measurement),
+            };
+            if let Some(meta) = meta {
+                last = Some((measurement, meta));
+            }
+            let version = if wal_point.version == 0 {
+                batch.version
+            } else {
+                wal_point.version
+            };
+            for (field, value) in &wal_point.fields {
+                // A field the catalog cannot name: no hashes, and the
+                // leaves written go dirty instead.
+                let Some((name, _)) = meta.and_then(|meta| meta.fields.get(*field as usize)) else {
+                    return Vec::new();
+                };
+                let seed = column_seed(key, name);
+                out.push(point_hash(seed, wal_point.time, version, value, &mut bytes));
+            }
+        }
+        out
+    }
+
+    /// Forget every leaf, as after a restart (tests).
+    #[cfg(test)]
+    pub fn forget_leaves(&self) {
+        self.leaves.lock().forget(|_| true);
+    }
+
+    /// Leaves hashed from their data since start (tests).
+    #[cfg(test)]
+    pub fn leaves_rehashed(&self) -> u64 {
+        self.leaves.lock().rehashed
     }
 
     fn names(&self, db: u32) -> Result<Names, StorageError> {
@@ -434,20 +653,21 @@ impl Engine {
         Ok(out)
     }
 
-    /// The leaves of `partitions` of a shard group at `horizon`; a
-    /// partition with no points is absent.
+    /// The states of the leaves of `partitions` of a shard group, with the
+    /// points of versions below `base_upto` in their base; a partition
+    /// with no points is absent.
     fn hash_partitions(
         &self,
         shard: ShardId,
         partitions: &[u32],
-        horizon: u64,
-    ) -> Result<HashMap<u32, Hashed>, StorageError> {
+        base_upto: u64,
+    ) -> Result<HashMap<u32, LeafState>, StorageError> {
         let fields = self.partition_points(shard, partitions)?;
         if fields.is_empty() {
             return Ok(HashMap::default());
         }
         let names = self.names(shard.db)?;
-        let mut out: HashMap<u32, Hashed> = HashMap::default();
+        let mut out: HashMap<u32, LeafState> = HashMap::default();
         let mut bytes = Vec::with_capacity(64);
         for field_points in fields {
             let Some((key, measurement, _)) = names.series.get(&field_points.series) else {
@@ -456,33 +676,20 @@ impl Engine {
             let Some(field) = names.fields.get(&(measurement.clone(), field_points.field)) else {
                 continue;
             };
-            let mut seed = xxhash_rust::xxh3::Xxh3::new();
-            seed.update(key.as_bytes());
-            seed.update(&[0]);
-            seed.update(field.as_bytes());
-            let seed = seed.digest();
-            let leaf = out
+            let seed = column_seed(key, field);
+            let state = out
                 .entry(partition_of(field_points.token) as u32)
-                .or_insert(Hashed {
-                    hash: 0,
-                    count: 0,
-                    newest: 0,
-                    upto: None,
-                });
+                .or_insert_with(|| LeafState::new(base_upto));
+            if let Some((time, _, _)) = field_points.points.last() {
+                state
+                    .columns
+                    .insert((field_points.series, field_points.field), *time);
+            }
             for (time, version, value) in &field_points.points {
-                if *version > horizon {
-                    // Still settling: compared by a later round.
-                    leaf.upto = Some(horizon);
-                    continue;
-                }
-                leaf.newest = leaf.newest.max(*version);
-                bytes.clear();
-                bytes.extend_from_slice(&seed.to_be_bytes());
-                bytes.extend_from_slice(&time.to_be_bytes());
-                bytes.extend_from_slice(&version.to_be_bytes());
-                value_hash_bytes(value, &mut bytes);
-                leaf.hash = leaf.hash.wrapping_add(xxhash_rust::xxh3::xxh3_128(&bytes));
-                leaf.count += 1;
+                state.add(
+                    *version,
+                    point_hash(seed, *time, *version, value, &mut bytes),
+                );
             }
         }
         Ok(out)

@@ -605,3 +605,91 @@ fn a_write_waits_while_flushes_fall_behind_and_is_refused_if_they_never_catch_up
         .iter()
         .all(|(t, _)| (0..1000).contains(t) || (2000..3000).contains(t)));
 }
+
+/// Every leaf of every shard group at `horizon`.
+fn leaves_at(storage: &Storage, horizon: u64) -> Vec<(String, Vec<dynaflux_actors::Leaf>)> {
+    use dynaflux_actors::RangeStore;
+    let mut groups = storage.shard_groups().expect("groups");
+    groups.sort();
+    groups
+        .into_iter()
+        .map(|group| {
+            let leaves = storage
+                .leaves(&group, &dynaflux_actors::PartitionSet::all(), horizon)
+                .expect("leaves");
+            (group, leaves)
+        })
+        .collect()
+}
+
+/// The leaves at `horizon` hashed from the data, nothing kept.
+fn leaves_from_scratch(
+    storage: &Storage,
+    horizon: u64,
+) -> Vec<(String, Vec<dynaflux_actors::Leaf>)> {
+    storage.engine.forget_leaves();
+    leaves_at(storage, horizon)
+}
+
+#[test]
+fn appends_keep_leaves_up_to_date_without_reading_data_and_overwrites_rehash_one_leaf() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = open(dir.path());
+    storage.create_database("db", None).expect("create");
+    let body: Vec<String> = (0..500i64)
+        .map(|i| format!("cpu,host=h{} v={i},n={i}i {}", i % 50, i * 1_000_000_000))
+        .collect();
+    write(&storage, "db", &body.join("\n"));
+    storage.flush().expect("flush");
+    write(&storage, "db", "cpu,host=far v=1 100000000000000");
+    let first = all_leaves(&storage);
+    assert_eq!(first, leaves_from_scratch(&storage, u64::MAX));
+    let rehashed = storage.engine.leaves_rehashed();
+    // Appends (later points, new series, a new field) read nothing.
+    let appends: Vec<String> = (500..1500i64)
+        .map(|i| format!("cpu,host=h{} v={i},n={i}i {}", i % 70, i * 1_000_000_000))
+        .chain(["cpu,host=h2 s=\"x\" 9999000000000".to_string()])
+        .collect();
+    write(&storage, "db", &appends.join("\n"));
+    let after = all_leaves(&storage);
+    assert_eq!(storage.engine.leaves_rehashed(), rehashed);
+    assert_ne!(after, first);
+    assert_eq!(after, leaves_from_scratch(&storage, u64::MAX));
+    // An overwrite of a stored point and a late point re-hash their leaves only.
+    let _ = all_leaves(&storage);
+    let rehashed = storage.engine.leaves_rehashed();
+    write(
+        &storage,
+        "db",
+        "cpu,host=h3 v=-1 3000000000\ncpu,host=h4 v=7 4500000000",
+    );
+    let after = all_leaves(&storage);
+    assert_eq!(storage.engine.leaves_rehashed() - rehashed, 2);
+    assert_eq!(after, leaves_from_scratch(&storage, u64::MAX));
+    // A horizon: the leaves over the points written before it, the same as
+    // hashed from the data at that horizon.
+    let horizon = {
+        let now = dynaflux_actors::hlc::version_at(std::time::SystemTime::now());
+        let boundary = (now / (1000 << 16) + 1) * (1000 << 16);
+        // Wait (bounded) until the clock has passed the next whole second.
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while dynaflux_actors::hlc::version_at(std::time::SystemTime::now()) < boundary {
+            assert!(std::time::Instant::now() < deadline, "clock stuck");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        boundary
+    };
+    let _ = leaves_at(&storage, horizon);
+    let rehashed = storage.engine.leaves_rehashed();
+    write(
+        &storage,
+        "db",
+        "cpu,host=h5 v=5 20000000000000\ncpu,host=new v=1 1",
+    );
+    let before_horizon = leaves_at(&storage, horizon);
+    assert_eq!(storage.engine.leaves_rehashed(), rehashed);
+    let everything = leaves_at(&storage, u64::MAX);
+    assert_ne!(before_horizon, everything);
+    assert_eq!(before_horizon, leaves_from_scratch(&storage, horizon));
+    assert_eq!(everything, leaves_from_scratch(&storage, u64::MAX));
+}

@@ -50,7 +50,7 @@ impl RangeStore for MemoryStore {
         let mut leaves: BTreeMap<u32, Leaf> = BTreeMap::new();
         for row in groups.get(group).into_iter().flat_map(|rows| rows.values()) {
             let partition = partition_of(row.token);
-            if !partitions.contains(partition) || row.version > horizon {
+            if !partitions.contains(partition) || row.version >= horizon {
                 continue;
             }
             let leaf = leaves.entry(partition as u32).or_insert(Leaf {
