@@ -27,6 +27,7 @@ pub struct Metrics {
     pub query_requests: Counter,
     points_stored: Gauge,
     blocks_compacted: Gauge,
+    leaves_rehashed: Gauge,
     hints_replayed: Gauge,
     hints_dropped: Gauge,
     pushdowns_served: Gauge,
@@ -60,6 +61,7 @@ impl Default for Metrics {
             query_requests: Counter::default(),
             points_stored: Gauge::default(),
             blocks_compacted: Gauge::default(),
+            leaves_rehashed: Gauge::default(),
             hints_replayed: Gauge::default(),
             hints_dropped: Gauge::default(),
             pushdowns_served: Gauge::default(),
@@ -105,6 +107,11 @@ impl Default for Metrics {
             "blocks_compacted",
             "Blocks merged away by background compaction since start",
             metrics.blocks_compacted.clone(),
+        );
+        registry.register(
+            "anti_entropy_leaves_rehashed",
+            "Merkle leaves re-hashed from their data (overwrites, late points, restarts) since start",
+            metrics.leaves_rehashed.clone(),
         );
         registry.register(
             "hints_replayed",
@@ -200,6 +207,9 @@ pub async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
     metrics
         .blocks_compacted
         .set(int(state.storage.blocks_compacted()));
+    metrics
+        .leaves_rehashed
+        .set(int(state.storage.leaves_rehashed()));
     if let Some(cluster) = &state.cluster {
         let status = cluster.status();
         metrics.hints_replayed.set(int(status.local.hints_replayed));

@@ -928,9 +928,12 @@ impl Engine {
                 return Ok(());
             }
             let closed = log.wal.rotate()?;
-            (Arc::new(std::mem::take(&mut *buffer)), closed)
+            let frozen = Arc::new(std::mem::take(&mut *buffer));
+            // Readable as frozen before it stops being the buffer: a read
+            // (buffer first, then frozen, then blocks) never misses it.
+            self.frozen.write().push(frozen.clone());
+            (frozen, closed)
         };
-        self.frozen.write().push(frozen.clone());
         let result = self.write_blocks(&frozen);
         if let Err(error) = result {
             // The WAL still holds this data; keep it readable and flushable.
@@ -1452,7 +1455,27 @@ impl Engine {
             series: series_id,
             field: field_id,
         };
-        // Order matters for ties of equal versions: blocks, then frozen, then active.
+        // Newest first (the write buffer, then buffers being flushed, then
+        // blocks): a flush adds data to the next stage before it removes it
+        // from the one before, so a read misses nothing (at worst it sees a
+        // point twice, and resolves it once).
+        let mut active_points: Vec<(i64, u64, Value)> = Vec::new();
+        if let Some(buffered) = self.buffer.lock().columns.get(&key) {
+            buffered
+                .column
+                .collect_into(min_time, max_time, &mut active_points);
+        }
+        let mut buffered_points: Vec<(i64, u64, Value)> = Vec::new();
+        for frozen in self.frozen.read().iter() {
+            if let Some(buffered) = frozen.columns.get(&key) {
+                buffered
+                    .column
+                    .collect_into(min_time, max_time, &mut buffered_points);
+            }
+        }
+        buffered_points.append(&mut active_points);
+        // Listed after the buffers were read: a flush since may have
+        // created a shard group's keyspace.
         let keyspaces: Vec<Keyspace> = self
             .shards
             .read()
@@ -1480,19 +1503,6 @@ impl Engine {
                 }
                 blocks.push((first, last, value));
             }
-        }
-        let mut buffered_points: Vec<(i64, u64, Value)> = Vec::new();
-        for frozen in self.frozen.read().iter() {
-            if let Some(buffered) = frozen.columns.get(&key) {
-                buffered
-                    .column
-                    .collect_into(min_time, max_time, &mut buffered_points);
-            }
-        }
-        if let Some(buffered) = self.buffer.lock().columns.get(&key) {
-            buffered
-                .column
-                .collect_into(min_time, max_time, &mut buffered_points);
         }
         // The common case: blocks that do not overlap in time, and buffered
         // points (if any) all later than the blocks. Each block is sorted

@@ -501,6 +501,11 @@ impl Storage {
         self.engine.blocks_compacted()
     }
 
+    /// Merkle leaves hashed from their data since start.
+    pub fn leaves_rehashed(&self) -> u64 {
+        self.engine.leaves_rehashed()
+    }
+
     // ---- schema reads (the series index is per database)
 
     /// Measurements that have series, sorted.

@@ -9,12 +9,20 @@
 //! leaf whatever order it arrived in and however it was flushed. Series and
 //! field ids are local to a node; the hash and the rows use names.
 //!
-//! A write marks its leaves dirty under the log lock, the step that makes it
-//! durable and readable; [`Engine::ae_leaves`] re-hashes the dirty ones
-//! (the partition's blocks, one contiguous key range, and its buffered
-//! points). The book lives in memory: after a restart each shard group is
-//! hashed once, on the first exchange that asks for it. Deletes mark the
-//! shard groups of their database for re-hashing.
+//! A write updates its leaves under the log lock, the step that makes it
+//! durable and readable, without reading anything: the hashes of its
+//! points (computed before the lock) are added to their leaves when each
+//! point is an append, later than every point of its column (the book
+//! knows each column's newest time since the leaf was last hashed), so it
+//! shadows nothing; otherwise (an overwrite, a late point) the leaf goes
+//! dirty and [`Engine::ae_leaves`] re-hashes it from its data (the
+//! partition's blocks, one contiguous key range, and its buffered points).
+//! A leaf's sum is kept per second of versions for the last
+//! [`KEEP_BUCKETS`] seconds, so a round's horizon (points written before
+//! it) is answered from the book; older seconds are folded into one sum.
+//! The book lives in memory: after a restart each shard group is hashed
+//! once, on the first exchange that asks for it. Deletes mark the shard
+//! groups of their database for re-hashing.
 //!
 //! A row is one field of one series in one partition: key `rmp(measurement,
 //! tags, field)`, value the encoded column (times, versions, values), so
@@ -82,6 +90,20 @@ impl LeafState {
         sum.1 += 1;
     }
 
+    /// Add a point of a column if it is an append (later than every point
+    /// of the column); false if it is not (the leaf must be re-hashed).
+    fn append(&mut self, series: u64, field: u32, time: i64, version: u64, hash: u128) -> bool {
+        match self.columns.get_mut(&(series, field)) {
+            Some(newest) if time <= *newest => return false,
+            Some(newest) => *newest = time,
+            None => {
+                self.columns.insert((series, field), time);
+            }
+        }
+        self.add(version, hash);
+        true
+    }
+
     /// The leaf over the points with versions below `horizon`, if this
     /// state can tell (`u64::MAX`: every point).
     fn at(&self, horizon: u64) -> Option<(u128, u64)> {
@@ -111,6 +133,10 @@ impl LeafState {
     }
 }
 
+/// A point-field written to a leaf while it was being hashed, after its
+/// scan: (series, field, time, version, hash).
+type Pending = (u64, u32, i64, u64, u128);
+
 /// The Merkle leaves this node keeps up to date.
 ///
 /// A write to a leaf whose state is known adds its points' hashes to it
@@ -124,8 +150,10 @@ pub(super) struct LeafBook {
     /// absent.
     clean: HashMap<(ShardId, u32), LeafState>,
     dirty: HashSet<(ShardId, u32)>,
-    /// Leaves being re-hashed: a write to one marks it dirty again.
-    hashing: HashSet<(ShardId, u32)>,
+    /// Leaves being re-hashed. Until their scan has read the write buffer
+    /// (`None`) a write to one is in the scan; after it, its points are
+    /// kept to be added to the new state (or to mark it dirty).
+    hashing: HashMap<(ShardId, u32), Option<Vec<Pending>>>,
     /// Shard groups whose every leaf has been hashed since start.
     known: HashSet<ShardId>,
     /// Shard groups written since start (they may have no keyspace yet).
@@ -163,10 +191,21 @@ impl LeafBook {
                 }
                 continue;
             };
-            if self.dirty.contains(&leaf)
-                || self.hashing.contains(&leaf)
-                || !self.known.contains(&shard)
-            {
+            let version = if point.version == 0 {
+                batch.version
+            } else {
+                point.version
+            };
+            if let Some(hashing) = self.hashing.get_mut(&leaf) {
+                // Before the scan read the buffer: the scan has it.
+                if let Some(pending) = hashing {
+                    for ((field, _), hash) in point.fields.iter().zip(hashes) {
+                        pending.push((point.series, *field, point.time, version, *hash));
+                    }
+                }
+                continue;
+            }
+            if self.dirty.contains(&leaf) || !self.known.contains(&shard) {
                 if self.dirty.insert(leaf) {
                     self.seen.insert(shard);
                 }
@@ -176,25 +215,14 @@ impl LeafBook {
                 .clean
                 .entry(leaf)
                 .or_insert_with(|| LeafState::new(fold_upto));
-            let version = if point.version == 0 {
-                batch.version
-            } else {
-                point.version
-            };
-            let mut appended = true;
-            for ((field, _), hash) in point.fields.iter().zip(hashes) {
-                match state.columns.get_mut(&(point.series, *field)) {
-                    Some(newest) if point.time <= *newest => appended = false,
-                    Some(newest) => {
-                        *newest = point.time;
-                        state.add(version, *hash);
-                    }
-                    None => {
-                        state.columns.insert((point.series, *field), point.time);
-                        state.add(version, *hash);
-                    }
-                }
-            }
+            let appended =
+                point
+                    .fields
+                    .iter()
+                    .zip(hashes)
+                    .fold(true, |appended, ((field, _), hash)| {
+                        state.append(point.series, *field, point.time, version, *hash) && appended
+                    });
             if !appended {
                 self.dirty.insert(leaf);
             }
@@ -384,7 +412,7 @@ impl Engine {
             };
             todo.sort_unstable();
             for p in &todo {
-                book.hashing.insert((shard, *p));
+                book.hashing.insert((shard, *p), None);
             }
             book.rehashed += todo.len() as u64;
             todo
@@ -394,7 +422,17 @@ impl Engine {
         // the state's base): hashed from their data at exactly it.
         let mut exact: Vec<u32> = Vec::new();
         for pass in rehash.chunks(PARTITIONS_PER_PASS) {
-            let hashed = self.hash_partitions(shard, pass, fold_upto);
+            // From the moment the scan has read the buffer, writes to these
+            // leaves are kept aside and added after.
+            let cutoff = || {
+                let mut book = self.leaves.lock();
+                for p in pass {
+                    if let Some(hashing) = book.hashing.get_mut(&(shard, *p)) {
+                        hashing.get_or_insert_with(Vec::new);
+                    }
+                }
+            };
+            let hashed = self.hash_partitions(shard, pass, fold_upto, Some(&cutoff));
             let mut book = self.leaves.lock();
             let mut hashed = match hashed {
                 Ok(hashed) => hashed,
@@ -408,8 +446,20 @@ impl Engine {
                 }
             };
             for p in pass {
-                book.hashing.remove(&(shard, *p));
-                let state = hashed.remove(p);
+                let pending = book.hashing.remove(&(shard, *p)).flatten();
+                let mut state = hashed.remove(p);
+                if let Some(pending) = pending.filter(|pending| !pending.is_empty()) {
+                    let state = state.get_or_insert_with(|| LeafState::new(fold_upto));
+                    let appended = pending.into_iter().fold(
+                        true,
+                        |appended, (series, field, time, version, hash)| {
+                            state.append(series, field, time, version, hash) && appended
+                        },
+                    );
+                    if !appended {
+                        book.dirty.insert((shard, *p));
+                    }
+                }
                 if partitions.contains(*p as usize) {
                     match state.as_ref().map(|state| state.at(horizon)) {
                         Some(Some(leaf)) => {
@@ -449,7 +499,7 @@ impl Engine {
         if !exact.is_empty() && horizon != u64::MAX {
             exact.sort_unstable();
             for pass in exact.chunks(PARTITIONS_PER_PASS) {
-                for (p, state) in self.hash_partitions(shard, pass, horizon)? {
+                for (p, state) in self.hash_partitions(shard, pass, horizon, None)? {
                     answers.insert(p, state.base);
                 }
             }
@@ -517,8 +567,8 @@ impl Engine {
         self.leaves.lock().forget(|_| true);
     }
 
-    /// Leaves hashed from their data since start (tests).
-    #[cfg(test)]
+    /// Leaves hashed from their data since start (the rest of the time
+    /// they are answered from the book).
     pub fn leaves_rehashed(&self) -> u64 {
         self.leaves.lock().rehashed
     }
@@ -564,10 +614,13 @@ impl Engine {
 
     /// The resolved points of `partitions` (sorted) of a shard group: its
     /// blocks and what is buffered.
+    /// `cutoff` runs under the write buffer's lock, when the buffer has
+    /// been read: the writes before it are in the answer.
     fn partition_points(
         &self,
         shard: ShardId,
         partitions: &[u32],
+        cutoff: Option<&dyn Fn()>,
     ) -> Result<Vec<FieldPoints>, StorageError> {
         let end = {
             let catalog = self.catalog.read();
@@ -579,6 +632,40 @@ impl Engine {
                 .start
                 .saturating_add(i64::try_from(duration).unwrap_or(i64::MAX))
         };
+        // Newest first (the write buffer, then buffers being flushed, then
+        // blocks): a flush adds data to the next stage before it removes it
+        // from the one before, so nothing is missed, at worst seen twice.
+        let wanted: HashSet<u32> = partitions.iter().copied().collect();
+        let collect =
+            |columns: &HashMap<ColumnKey, super::BufferedColumn>,
+             into: &mut BTreeMap<(u64, u64, u32), VersionedPoints>| {
+                for (key, buffered) in columns {
+                    if key.db != shard.db
+                        || key.rp != shard.rp
+                        || !wanted.contains(&(partition_of(buffered.token) as u32))
+                    {
+                        continue;
+                    }
+                    buffered.column.collect_into(
+                        shard.start,
+                        end.saturating_sub(1),
+                        into.entry((buffered.token, key.series, key.field))
+                            .or_default(),
+                    );
+                }
+            };
+        let mut active: BTreeMap<(u64, u64, u32), VersionedPoints> = BTreeMap::new();
+        {
+            let buffer = self.buffer.lock();
+            collect(&buffer.columns, &mut active);
+            if let Some(cutoff) = cutoff {
+                cutoff();
+            }
+        }
+        let mut flushing: BTreeMap<(u64, u64, u32), VersionedPoints> = BTreeMap::new();
+        for frozen in self.frozen.read().iter() {
+            collect(&frozen.columns, &mut flushing);
+        }
         let mut raw: BTreeMap<(u64, u64, u32), VersionedPoints> = BTreeMap::new();
         let keyspace = self.shards.read().get(&shard).cloned();
         if let Some(keyspace) = keyspace {
@@ -608,27 +695,11 @@ impl Engine {
                 }
             }
         }
-        let wanted: HashSet<u32> = partitions.iter().copied().collect();
-        let mut add_buffered = |key: &ColumnKey, token: u64, column: &Column| {
-            if key.db != shard.db
-                || key.rp != shard.rp
-                || !wanted.contains(&(partition_of(token) as u32))
-            {
-                return;
+        // Sources in age order: on equal (time, version) the later wins.
+        for source in [flushing, active] {
+            for (key, mut points) in source {
+                raw.entry(key).or_default().append(&mut points);
             }
-            column.collect_into(
-                shard.start,
-                end.saturating_sub(1),
-                raw.entry((token, key.series, key.field)).or_default(),
-            );
-        };
-        for frozen in self.frozen.read().iter() {
-            for (key, buffered) in &frozen.columns {
-                add_buffered(key, buffered.token, &buffered.column);
-            }
-        }
-        for (key, buffered) in &self.buffer.lock().columns {
-            add_buffered(key, buffered.token, &buffered.column);
         }
         let mut out = Vec::with_capacity(raw.len());
         for ((token, series, field), mut points) in raw {
@@ -661,8 +732,9 @@ impl Engine {
         shard: ShardId,
         partitions: &[u32],
         base_upto: u64,
+        cutoff: Option<&dyn Fn()>,
     ) -> Result<HashMap<u32, LeafState>, StorageError> {
-        let fields = self.partition_points(shard, partitions)?;
+        let fields = self.partition_points(shard, partitions, cutoff)?;
         if fields.is_empty() {
             return Ok(HashMap::default());
         }
@@ -700,7 +772,7 @@ impl Engine {
         let Some((_, _, shard)) = self.shard_of_name(name) else {
             return Ok(Vec::new());
         };
-        let fields = self.partition_points(shard, &[partition])?;
+        let fields = self.partition_points(shard, &[partition], None)?;
         if fields.is_empty() {
             return Ok(Vec::new());
         }
