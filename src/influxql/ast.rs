@@ -50,10 +50,38 @@ pub enum Statement {
     ShowFieldKeys {
         database: Option<String>,
         sources: Vec<Source>,
+        limit: u64,
+        offset: u64,
     },
     ShowTagKeys {
         database: Option<String>,
         sources: Vec<Source>,
+        condition: Option<Expr>,
+        limit: u64,
+        offset: u64,
+    },
+    /// `SHOW TAG VALUES [EXACT] CARDINALITY … WITH KEY …`: distinct
+    /// key-value pairs per measurement.
+    ShowTagValuesCardinality {
+        database: Option<String>,
+        exact: bool,
+        sources: Vec<Source>,
+        keys: TagKeyMatch,
+        condition: Option<Expr>,
+    },
+    /// `SHOW FIELD KEY [EXACT] CARDINALITY`: fields per measurement.
+    ShowFieldKeyCardinality {
+        database: Option<String>,
+        exact: bool,
+        sources: Vec<Source>,
+        condition: Option<Expr>,
+    },
+    /// `SHOW TAG KEY [EXACT] CARDINALITY`: tag keys per measurement.
+    ShowTagKeyCardinality {
+        database: Option<String>,
+        exact: bool,
+        sources: Vec<Source>,
+        condition: Option<Expr>,
     },
     ShowTagValues {
         database: Option<String>,
@@ -525,6 +553,48 @@ fn write_on(f: &mut Formatter<'_>, database: &Option<String>) -> fmt::Result {
     Ok(())
 }
 
+fn write_where(f: &mut Formatter<'_>, condition: &Option<Expr>) -> fmt::Result {
+    match condition {
+        Some(condition) => write!(f, " WHERE {condition}"),
+        None => Ok(()),
+    }
+}
+
+fn write_cardinality(f: &mut Formatter<'_>, exact: bool) -> fmt::Result {
+    f.write_str(if exact {
+        "EXACT CARDINALITY"
+    } else {
+        "CARDINALITY"
+    })
+}
+
+impl Display for TagKeyMatch {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        match self {
+            TagKeyMatch::Eq(key) => write!(f, "= {}", Ident(key)),
+            TagKeyMatch::Neq(key) => write!(f, "!= {}", Ident(key)),
+            TagKeyMatch::In(keys) => {
+                f.write_str("IN (")?;
+                for (index, key) in keys.iter().enumerate() {
+                    if index > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{}", Ident(key))?;
+                }
+                f.write_str(")")
+            }
+            TagKeyMatch::Regex(regex) => {
+                f.write_str("=~ ")?;
+                write_regex(f, regex)
+            }
+            TagKeyMatch::NotRegex(regex) => {
+                f.write_str("!~ ")?;
+                write_regex(f, regex)
+            }
+        }
+    }
+}
+
 fn write_limits(f: &mut Formatter<'_>, limit: u64, offset: u64) -> fmt::Result {
     if limit > 0 {
         write!(f, " LIMIT {limit}")?;
@@ -661,15 +731,29 @@ impl Display for Statement {
                 }
                 Ok(())
             }
-            Statement::ShowFieldKeys { database, sources } => {
+            Statement::ShowFieldKeys {
+                database,
+                sources,
+                limit,
+                offset,
+            } => {
                 f.write_str("SHOW FIELD KEYS")?;
                 write_on(f, database)?;
-                write_from(f, sources)
+                write_from(f, sources)?;
+                write_limits(f, *limit, *offset)
             }
-            Statement::ShowTagKeys { database, sources } => {
+            Statement::ShowTagKeys {
+                database,
+                sources,
+                condition,
+                limit,
+                offset,
+            } => {
                 f.write_str("SHOW TAG KEYS")?;
                 write_on(f, database)?;
-                write_from(f, sources)
+                write_from(f, sources)?;
+                write_where(f, condition)?;
+                write_limits(f, *limit, *offset)
             }
             Statement::ShowTagValues {
                 database,
@@ -682,33 +766,47 @@ impl Display for Statement {
                 f.write_str("SHOW TAG VALUES")?;
                 write_on(f, database)?;
                 write_from(f, sources)?;
-                f.write_str(" WITH KEY ")?;
-                match keys {
-                    TagKeyMatch::Eq(key) => write!(f, "= {}", Ident(key))?,
-                    TagKeyMatch::Neq(key) => write!(f, "!= {}", Ident(key))?,
-                    TagKeyMatch::In(keys) => {
-                        f.write_str("IN (")?;
-                        for (index, key) in keys.iter().enumerate() {
-                            if index > 0 {
-                                f.write_str(", ")?;
-                            }
-                            write!(f, "{}", Ident(key))?;
-                        }
-                        f.write_str(")")?;
-                    }
-                    TagKeyMatch::Regex(regex) => {
-                        f.write_str("=~ ")?;
-                        write_regex(f, regex)?;
-                    }
-                    TagKeyMatch::NotRegex(regex) => {
-                        f.write_str("!~ ")?;
-                        write_regex(f, regex)?;
-                    }
-                }
-                if let Some(condition) = condition {
-                    write!(f, " WHERE {condition}")?;
-                }
+                write!(f, " WITH KEY {keys}")?;
+                write_where(f, condition)?;
                 write_limits(f, *limit, *offset)
+            }
+            Statement::ShowTagValuesCardinality {
+                database,
+                exact,
+                sources,
+                keys,
+                condition,
+            } => {
+                f.write_str("SHOW TAG VALUES ")?;
+                write_cardinality(f, *exact)?;
+                write_on(f, database)?;
+                write_from(f, sources)?;
+                write!(f, " WITH KEY {keys}")?;
+                write_where(f, condition)
+            }
+            Statement::ShowFieldKeyCardinality {
+                database,
+                exact,
+                sources,
+                condition,
+            } => {
+                f.write_str("SHOW FIELD KEY ")?;
+                write_cardinality(f, *exact)?;
+                write_on(f, database)?;
+                write_from(f, sources)?;
+                write_where(f, condition)
+            }
+            Statement::ShowTagKeyCardinality {
+                database,
+                exact,
+                sources,
+                condition,
+            } => {
+                f.write_str("SHOW TAG KEY ")?;
+                write_cardinality(f, *exact)?;
+                write_on(f, database)?;
+                write_from(f, sources)?;
+                write_where(f, condition)
             }
             Statement::ShowSeries {
                 database,

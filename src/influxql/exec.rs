@@ -232,6 +232,8 @@ pub fn execute_statement(
         Statement::ShowFieldKeys {
             database: explicit,
             sources,
+            limit,
+            offset,
         } => {
             let db = database(explicit, context)?;
             require_database(storage, db)?;
@@ -240,6 +242,7 @@ pub fn execute_statement(
                 let fields = storage
                     .field_types(db, &measurement)
                     .map_err(storage_error)?;
+                let fields = paginate(fields, *limit, *offset);
                 if fields.is_empty() {
                     continue;
                 }
@@ -260,12 +263,16 @@ pub fn execute_statement(
         Statement::ShowTagKeys {
             database: explicit,
             sources,
+            condition,
+            limit,
+            offset,
         } => {
             let db = database(explicit, context)?;
             require_database(storage, db)?;
             let mut out = Vec::new();
             for measurement in measurements_of(storage, db, sources)? {
-                let keys = storage.tag_keys(db, &measurement).map_err(storage_error)?;
+                let keys = tag_keys_where(storage, db, &measurement, condition.as_ref())?;
+                let keys = paginate(keys, *limit, *offset);
                 if keys.is_empty() {
                     continue;
                 }
@@ -291,15 +298,7 @@ pub fn execute_statement(
         } => {
             let db = database(explicit, context)?;
             require_database(storage, db)?;
-            let key_matches = |key: &str| -> Result<bool> {
-                Ok(match keys {
-                    TagKeyMatch::Eq(k) => key == k,
-                    TagKeyMatch::Neq(k) => key != k,
-                    TagKeyMatch::In(ks) => ks.iter().any(|k| k == key),
-                    TagKeyMatch::Regex(r) => compile(r)?.is_match(key),
-                    TagKeyMatch::NotRegex(r) => !compile(r)?.is_match(key),
-                })
-            };
+            let key_matches = |key: &str| tag_key_matches(keys, key);
             let mut out = Vec::new();
             for measurement in measurements_of(storage, db, sources)? {
                 let pairs: Vec<(String, String)> = match condition {
@@ -441,6 +440,77 @@ pub fn execute_statement(
                 }]))
             }
         }
+        Statement::ShowTagValuesCardinality {
+            database: explicit,
+            sources,
+            keys,
+            condition,
+            exact: _,
+        } => {
+            let db = database(explicit, context)?;
+            require_database(storage, db)?;
+            let mut counts = Vec::new();
+            for measurement in measurements_of(storage, db, sources)? {
+                let mut pairs: BTreeSet<(String, String)> = BTreeSet::new();
+                for series in storage.series(db, &measurement).map_err(storage_error)? {
+                    if condition
+                        .as_ref()
+                        .is_some_and(|condition| !tag_filter(condition, &series.tags))
+                    {
+                        continue;
+                    }
+                    for (key, value) in series.tags {
+                        if tag_key_matches(keys, &key)? {
+                            pairs.insert((key, value));
+                        }
+                    }
+                }
+                counts.push((measurement, pairs.len()));
+            }
+            Ok(counts_per_measurement(counts))
+        }
+        Statement::ShowFieldKeyCardinality {
+            database: explicit,
+            sources,
+            condition,
+            exact: _,
+        } => {
+            let db = database(explicit, context)?;
+            require_database(storage, db)?;
+            let mut counts = Vec::new();
+            for measurement in measurements_of(storage, db, sources)? {
+                if let Some(condition) = condition {
+                    let matching = storage
+                        .series(db, &measurement)
+                        .map_err(storage_error)?
+                        .iter()
+                        .any(|series| tag_filter(condition, &series.tags));
+                    if !matching {
+                        continue;
+                    }
+                }
+                let fields = storage
+                    .field_types(db, &measurement)
+                    .map_err(storage_error)?;
+                counts.push((measurement, fields.len()));
+            }
+            Ok(counts_per_measurement(counts))
+        }
+        Statement::ShowTagKeyCardinality {
+            database: explicit,
+            sources,
+            condition,
+            exact: _,
+        } => {
+            let db = database(explicit, context)?;
+            require_database(storage, db)?;
+            let mut counts = Vec::new();
+            for measurement in measurements_of(storage, db, sources)? {
+                let keys = tag_keys_where(storage, db, &measurement, condition.as_ref())?;
+                counts.push((measurement, keys.len()));
+            }
+            Ok(counts_per_measurement(counts))
+        }
         Statement::ShowMeasurementCardinality {
             database: explicit,
             exact,
@@ -523,6 +593,54 @@ fn delete(
         }
     }
     Ok(empty())
+}
+
+/// Whether a tag key is one that `WITH KEY …` names.
+fn tag_key_matches(keys: &TagKeyMatch, key: &str) -> Result<bool> {
+    Ok(match keys {
+        TagKeyMatch::Eq(k) => key == k,
+        TagKeyMatch::Neq(k) => key != k,
+        TagKeyMatch::In(ks) => ks.iter().any(|k| k == key),
+        TagKeyMatch::Regex(r) => compile(r)?.is_match(key),
+        TagKeyMatch::NotRegex(r) => !compile(r)?.is_match(key),
+    })
+}
+
+/// The tag keys of a measurement (sorted), or with a condition those of
+/// its series that match it.
+fn tag_keys_where(
+    storage: &Storage,
+    db: &str,
+    measurement: &str,
+    condition: Option<&Expr>,
+) -> Result<Vec<String>> {
+    let Some(condition) = condition else {
+        return storage.tag_keys(db, measurement).map_err(storage_error);
+    };
+    let mut keys: BTreeSet<String> = BTreeSet::new();
+    for series in storage.series(db, measurement).map_err(storage_error)? {
+        if tag_filter(condition, &series.tags) {
+            keys.extend(series.tags.into_iter().map(|(key, _)| key));
+        }
+    }
+    Ok(keys.into_iter().collect())
+}
+
+/// One `count` series per measurement with a non-zero count (the
+/// `SHOW … CARDINALITY` statements).
+fn counts_per_measurement(counts: Vec<(String, usize)>) -> StatementResult {
+    with_series(
+        counts
+            .into_iter()
+            .filter(|(_, count)| *count > 0)
+            .map(|(name, count)| ResultSeries {
+                name: Some(name),
+                columns: vec!["count".into()],
+                values: vec![vec![Cell::Integer(count as i64)]],
+                ..Default::default()
+            })
+            .collect(),
+    )
 }
 
 fn paginate<T>(items: Vec<T>, limit: u64, offset: u64) -> Vec<T> {

@@ -47,6 +47,10 @@ impl<'a> Parser<'a> {
             // InfluxDB places a string token one character earlier.
             column = column.saturating_sub(1).max(1);
         }
+        if token.kind == Kind::Eof {
+            // And the end of the query one character later.
+            column += 1;
+        }
         error(format!(
             "found {found}, expected {expected} at line {line}, char {column}"
         ))
@@ -58,6 +62,12 @@ impl<'a> Parser<'a> {
 
     fn peek_keyword(&self, keyword: &str) -> bool {
         Self::is_keyword(&self.peek(), keyword)
+    }
+
+    /// Whether the next two tokens are `first` and `second`.
+    fn peek_keywords(&self, first: &str, second: &str) -> bool {
+        let token = self.peek();
+        Self::is_keyword(&token, first) && Self::is_keyword(&self.lexer.token(token.end), second)
     }
 
     fn accept_keyword(&mut self, keyword: &str) -> bool {
@@ -376,24 +386,55 @@ impl<'a> Parser<'a> {
                 Ok(Statement::ShowMeasurements { database, source, condition, limit, offset })
             }
             "FIELD" => {
-                self.expect_keyword("KEYS")?;
+                if self.accept_keyword("KEY") {
+                    let exact = self.exact_cardinality()?;
+                    let database = self.on_database()?;
+                    let sources = self.optional_from()?;
+                    let condition = if self.accept_keyword("WHERE") { Some(self.expr()?) } else { None };
+                    self.limit_offset()?;
+                    return Ok(Statement::ShowFieldKeyCardinality { database, exact, sources, condition });
+                }
+                if !self.accept_keyword("KEYS") {
+                    let token = self.peek();
+                    return Err(self.unexpected(&token, "KEY, KEYS"));
+                }
                 let database = self.on_database()?;
                 let sources = self.optional_from()?;
-                self.limit_offset()?;
-                Ok(Statement::ShowFieldKeys { database, sources })
+                let (limit, offset) = self.limit_offset()?;
+                Ok(Statement::ShowFieldKeys { database, sources, limit, offset })
             }
             "TAG" => {
                 let token = self.next();
+                if Self::is_keyword(&token, "KEY") {
+                    let exact = self.exact_cardinality()?;
+                    let database = self.on_database()?;
+                    let sources = self.optional_from()?;
+                    let condition = if self.accept_keyword("WHERE") { Some(self.expr()?) } else { None };
+                    self.limit_offset()?;
+                    return Ok(Statement::ShowTagKeyCardinality { database, exact, sources, condition });
+                }
                 if Self::is_keyword(&token, "KEYS") {
                     let database = self.on_database()?;
                     let sources = self.optional_from()?;
-                    if self.accept_keyword("WHERE") {
-                        self.expr()?;
+                    let condition = if self.accept_keyword("WHERE") { Some(self.expr()?) } else { None };
+                    let (limit, offset) = self.limit_offset()?;
+                    // InfluxDB 1.6 takes SLIMIT and SOFFSET here and ignores them.
+                    if self.accept_keyword("SLIMIT") {
+                        self.unsigned()?;
                     }
-                    self.limit_offset()?;
-                    return Ok(Statement::ShowTagKeys { database, sources });
+                    if self.accept_keyword("SOFFSET") {
+                        self.unsigned()?;
+                    }
+                    return Ok(Statement::ShowTagKeys { database, sources, condition, limit, offset });
                 }
                 if Self::is_keyword(&token, "VALUES") {
+                    let cardinality = if self.peek_keyword("EXACT") || self.peek_keyword("CARDINALITY") {
+                        let exact = self.accept_keyword("EXACT");
+                        self.expect_keyword("CARDINALITY")?;
+                        Some(exact)
+                    } else {
+                        None
+                    };
                     let database = self.on_database()?;
                     let sources = self.optional_from()?;
                     self.expect_keyword("WITH")?;
@@ -420,11 +461,14 @@ impl<'a> Parser<'a> {
                     };
                     let condition = if self.accept_keyword("WHERE") { Some(self.expr()?) } else { None };
                     let (limit, offset) = self.limit_offset()?;
+                    if let Some(exact) = cardinality {
+                        return Ok(Statement::ShowTagValuesCardinality { database, exact, sources, keys, condition });
+                    }
                     return Ok(Statement::ShowTagValues { database, sources, keys, condition, limit, offset });
                 }
-                Err(self.unexpected(&token, "KEYS, VALUES"))
+                Err(self.unexpected(&token, "KEY, KEYS, VALUES"))
             }
-            "SERIES" if self.peek_keyword("EXACT") || self.peek_keyword("CARDINALITY") => {
+            "SERIES" if self.peek_keyword("CARDINALITY") || self.peek_keywords("EXACT", "CARDINALITY") => {
                 let exact = self.accept_keyword("EXACT");
                 self.expect_keyword("CARDINALITY")?;
                 let database = self.on_database()?;
@@ -433,12 +477,13 @@ impl<'a> Parser<'a> {
                 Ok(Statement::ShowSeriesCardinality { database, exact, sources, condition })
             }
             "MEASUREMENT" => {
-                let exact = self.accept_keyword("EXACT");
-                self.expect_keyword("CARDINALITY")?;
+                let exact = self.exact_cardinality()?;
                 let database = self.on_database()?;
                 Ok(Statement::ShowMeasurementCardinality { database, exact })
             }
             "SERIES" => {
+                // `SHOW SERIES EXACT` without CARDINALITY: InfluxDB 1.6 lists the series.
+                self.accept_keyword("EXACT");
                 let database = self.on_database()?;
                 let sources = self.optional_from()?;
                 let condition = if self.accept_keyword("WHERE") { Some(self.expr()?) } else { None };
@@ -450,6 +495,19 @@ impl<'a> Parser<'a> {
                 "CONTINUOUS, DATABASES, DIAGNOSTICS, FIELD, GRANTS, MEASUREMENT, MEASUREMENTS, QUERIES, RETENTION, SERIES, SHARD, SHARDS, STATS, SUBSCRIPTIONS, TAG, USERS",
             )),
         }
+    }
+
+    /// `[EXACT] CARDINALITY`: whether EXACT was given.
+    fn exact_cardinality(&mut self) -> Result<bool> {
+        if self.accept_keyword("EXACT") {
+            self.expect_keyword("CARDINALITY")?;
+            return Ok(true);
+        }
+        if !self.accept_keyword("CARDINALITY") {
+            let token = self.peek();
+            return Err(self.unexpected(&token, "EXACT, CARDINALITY"));
+        }
+        Ok(false)
     }
 
     fn limit_offset(&mut self) -> Result<(u64, u64)> {

@@ -12,6 +12,7 @@ use crate::influxql::QueryLimits;
 use crate::storage::{SeriesFilter, Take};
 use rand::seq::IteratorRandom;
 
+mod gosort;
 mod streams;
 mod zoned;
 
@@ -80,20 +81,60 @@ fn contains_aggregate(expr: &Expr) -> bool {
 
 /// Field references outside of any aggregate call.
 fn raw_refs<'a>(expr: &'a Expr, out: &mut Vec<&'a str>) {
+    let mut typed = Vec::new();
+    raw_typed_refs(expr, &mut typed);
+    out.extend(typed.into_iter().map(|(name, _)| name));
+}
+
+/// Field references outside of any aggregate call, with their `::type`.
+fn raw_typed_refs<'a>(expr: &'a Expr, out: &mut Vec<(&'a str, Option<DataType>)>) {
     match expr {
-        Expr::VarRef { name, .. } => out.push(name),
+        Expr::VarRef { name, data_type } => out.push((name, *data_type)),
         Expr::Call { name, args }
             if !is_aggregate(name) && !TRANSFORMS.contains(&name.as_str()) =>
         {
-            args.iter().for_each(|arg| raw_refs(arg, out))
+            args.iter().for_each(|arg| raw_typed_refs(arg, out))
         }
         Expr::Binary { lhs, rhs, .. } => {
-            raw_refs(lhs, out);
-            raw_refs(rhs, out);
+            raw_typed_refs(lhs, out);
+            raw_typed_refs(rhs, out);
         }
-        Expr::Paren(inner) => raw_refs(inner, out),
+        Expr::Paren(inner) => raw_typed_refs(inner, out),
         _ => {}
     }
+}
+
+/// Whether an output expression refers to a field or tag (InfluxDB refuses
+/// `SELECT 1` and `SELECT v, 2`: "field must contain at least one variable").
+fn has_variable(expr: &Expr) -> bool {
+    match expr {
+        Expr::VarRef { .. } | Expr::Wildcard { .. } | Expr::Regex(_) => true,
+        Expr::Call { args, .. } => args.iter().any(has_variable),
+        Expr::Binary { lhs, rhs, .. } => has_variable(lhs) || has_variable(rhs),
+        Expr::Paren(inner) => has_variable(inner),
+        _ => false,
+    }
+}
+
+/// A field's value as its `::type` asks: as InfluxDB casts, numbers
+/// convert between float, integer and unsigned (a float truncated), and a
+/// cast to another type gives no value.
+fn cast_value(value: &Value, to: Option<DataType>) -> Option<Cell> {
+    Some(match (to, value) {
+        (None | Some(DataType::Field) | Some(DataType::Tag), value) => cell_of(value),
+        (Some(DataType::Float), Value::Float(v)) => Cell::Float(*v),
+        (Some(DataType::Float), Value::Integer(v)) => Cell::Float(*v as f64),
+        (Some(DataType::Float), Value::Unsigned(v)) => Cell::Float(*v as f64),
+        (Some(DataType::Integer), Value::Integer(v)) => Cell::Integer(*v),
+        (Some(DataType::Integer), Value::Float(v)) => Cell::Integer(*v as i64),
+        (Some(DataType::Integer), Value::Unsigned(v)) => Cell::Integer(*v as i64),
+        (Some(DataType::Unsigned), Value::Unsigned(v)) => Cell::Unsigned(*v),
+        (Some(DataType::Unsigned), Value::Integer(v)) => Cell::Unsigned(*v as u64),
+        (Some(DataType::Unsigned), Value::Float(v)) => Cell::Unsigned(*v as u64),
+        (Some(DataType::String), Value::String(v)) => Cell::String(v.clone()),
+        (Some(DataType::Boolean), Value::Boolean(v)) => Cell::Boolean(*v),
+        _ => return None,
+    })
 }
 
 /// InfluxDB's column name for an expression: the names of the fields and
@@ -479,6 +520,9 @@ pub(super) fn execute_select(
         .any(|field| !matches!(&field.expr, Expr::VarRef { name, .. } if name.eq_ignore_ascii_case("time")));
     if !non_time {
         return Err("at least 1 non-time field must be queried".into());
+    }
+    if !select.fields.iter().all(|field| has_variable(&field.expr)) {
+        return Err("field must contain at least one variable".into());
     }
     // A zone whose offset is always zero changes nothing: UTC path.
     let zone = select.timezone.as_ref().filter(|zone| !zone.is_utc());
@@ -1363,15 +1407,24 @@ impl MeasurementQuery<'_> {
         let schema = self.schema()?;
         let group_tags = self.group_tags(&schema)?;
         let columns = expand_columns(self.select, &schema, &group_tags)?;
-        // Fields the output needs; a row exists when one of them has a value.
+        // Fields the output needs; a row exists when one of them has a
+        // value (of the type it is cast to, if it is).
         let mut selected: Vec<String> = Vec::new();
+        let mut selected_typed: Vec<(String, Option<DataType>)> = Vec::new();
         for column in &columns {
             let mut refs = Vec::new();
-            raw_refs(&column.expr, &mut refs);
-            for name in refs {
+            raw_typed_refs(&column.expr, &mut refs);
+            for (name, data_type) in refs {
                 let is_field = schema.fields.contains_key(name) && !is_tag_ref(&column.expr, name);
                 if is_field && !selected.iter().any(|s| s == name) {
                     selected.push(name.to_string());
+                }
+                if is_field
+                    && !selected_typed
+                        .iter()
+                        .any(|(s, t)| s == name && *t == data_type)
+                {
+                    selected_typed.push((name.to_string(), data_type));
                 }
             }
         }
@@ -1409,10 +1462,11 @@ impl MeasurementQuery<'_> {
                     None => self.read_table(series, &needed, row_filter)?,
                 };
                 for row in 0..table.times.len() {
-                    if !selected
-                        .iter()
-                        .any(|f| table.value(row, &needed, f).is_some())
-                    {
+                    if !selected_typed.iter().any(|(f, data_type)| {
+                        table
+                            .value(row, &needed, f)
+                            .is_some_and(|value| cast_value(value, *data_type).is_some())
+                    }) {
                         continue;
                     }
                     if row_filter {
@@ -1457,7 +1511,7 @@ impl MeasurementQuery<'_> {
                     };
                     if *data_type != Some(DataType::Tag) {
                         if let Some(value) = table.value(row_index, &needed, name) {
-                            return Some(cell_of(value));
+                            return Some(cast_value(value, *data_type).unwrap_or(Cell::Null));
                         }
                         if schema.fields.contains_key(name) || *data_type == Some(DataType::Field) {
                             return Some(Cell::Null);
@@ -2720,6 +2774,58 @@ fn reduce_window(
     Ok((results, has_points))
 }
 
+/// `a < b` as InfluxDB's sorts by value compare.
+fn value_less(a: &Cell, b: &Cell) -> bool {
+    match (as_f64(a), as_f64(b)) {
+        (Some(x), Some(y)) if !matches!((a, b), (Cell::Integer(_), Cell::Integer(_))) => x < y,
+        _ => compare_values(a, b) == std::cmp::Ordering::Less,
+    }
+}
+
+/// InfluxDB 1.6's `mode()`: the values sorted (its unstable sort), then the
+/// longest run; between runs of one length the one whose first point (in
+/// sorted order) is not later than the time kept so far wins, and a run of
+/// one point after the first counts for nothing. For booleans, true unless
+/// false is strictly more frequent.
+fn mode(points: &[Point]) -> Cell {
+    let Some(first) = points.first() else {
+        return Cell::Null;
+    };
+    if points.len() == 1 {
+        return first.value.clone();
+    }
+    if matches!(first.value, Cell::Boolean(_)) {
+        let trues = points
+            .iter()
+            .filter(|p| matches!(p.value, Cell::Boolean(true)))
+            .count();
+        return Cell::Boolean(trues >= points.len() - trues);
+    }
+    let mut sorted: Vec<&Point> = points.iter().collect();
+    sorted.sort_by_key(|p| (p.time, p.member));
+    gosort::sort_by(&mut sorted, |a, b| value_less(&a.value, &b.value));
+    let (mut most_freq, mut curr_freq) = (0usize, 0usize);
+    let mut curr_mode = &sorted[0].value;
+    let mut most_mode = curr_mode;
+    let (mut most_time, mut curr_time) = (sorted[0].time, sorted[0].time);
+    for point in &sorted {
+        if point.value != *curr_mode {
+            curr_freq = 1;
+            curr_mode = &point.value;
+            curr_time = point.time;
+            continue;
+        }
+        curr_freq += 1;
+        if most_freq > curr_freq || (most_freq == curr_freq && curr_time > most_time) {
+            continue;
+        }
+        most_freq = curr_freq;
+        most_mode = &point.value;
+        most_time = point.time;
+    }
+    most_mode.clone()
+}
+
 fn compare_values(a: &Cell, b: &Cell) -> std::cmp::Ordering {
     match (a, b) {
         (Cell::Integer(x), Cell::Integer(y)) => x.cmp(y),
@@ -2809,27 +2915,7 @@ fn reduce(
                 }
             }
         }
-        "mode" => {
-            if points.is_empty() {
-                one(Cell::Null)
-            } else {
-                let mut sorted: Vec<&Cell> = points.iter().map(|p| &p.value).collect();
-                sorted.sort_by(|a, b| compare_values(a, b));
-                let (mut best, mut best_count, mut index) = (sorted[0], 0, 0);
-                while index < sorted.len() {
-                    let mut end = index;
-                    while end < sorted.len() && sorted[end] == sorted[index] {
-                        end += 1;
-                    }
-                    if end - index > best_count {
-                        best_count = end - index;
-                        best = sorted[index];
-                    }
-                    index = end;
-                }
-                one(best.clone())
-            }
-        }
+        "mode" => one(mode(points)),
         "spread" => {
             if points.is_empty() {
                 one(Cell::Null)
@@ -2904,7 +2990,10 @@ fn reduce(
             let percentile =
                 number_arg(args, 1).ok_or("expected float argument in percentile()")?;
             let mut sorted: Vec<&Point> = points.iter().collect();
-            sorted.sort_by(|a, b| compare_values(&a.value, &b.value));
+            sorted.sort_by_key(|p| (p.time, p.member));
+            // InfluxDB's sort (not stable): which of equal values, and so
+            // which time, lands at the index.
+            gosort::sort_by(&mut sorted, |a, b| value_less(&a.value, &b.value));
             let index = (sorted.len() as f64 * percentile / 100.0 + 0.5).floor() as i64 - 1;
             if index < 0 || index as usize >= sorted.len() {
                 one(Cell::Null)
