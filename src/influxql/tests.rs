@@ -589,3 +589,81 @@ fn sample_keeps_n_points_in_time_order() {
         run("SELECT sample(v, 0) FROM m").contains("sample window must be greater than 1, got 0")
     );
 }
+
+/// Answers recorded from InfluxDB 1.6.7 on the same four points.
+#[test]
+fn cardinalities_tag_and_field_key_pages_casts_and_variables_as_influxdb() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = Storage::open(StorageOptions::for_test(dir.path().to_path_buf())).expect("open");
+    storage.create_database("t", None).expect("create");
+    let body = "cpu,host=a,region=x v=1.5,n=3i 10\ncpu,host=b v=2.7,n=3i 20\ncpu,host=c,region=y v=3.2,s=\"z\" 30\nmem,host=a u=1i 10";
+    let batch = lineproto::parse(body.as_bytes(), Precision::Nanosecond, 0);
+    storage.write("t", None, &batch.points).expect("write");
+    let run = |q: &str| {
+        let context = QueryContext {
+            database: Some("t".into()),
+            retention_policy: None,
+            now: 0,
+            limits: QueryLimits::default(),
+            cluster: None,
+        };
+        let query = parse(q).expect("parse");
+        String::from_utf8(encode_json(
+            &execute(&query, &context, &storage),
+            Epoch::Units(1),
+            false,
+        ))
+        .expect("utf8")
+        .trim_end()
+        .to_string()
+    };
+    let cases = [
+        (
+            "SHOW TAG VALUES CARDINALITY WITH KEY = \"host\"",
+            r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["count"],"values":[[3]]},{"name":"mem","columns":["count"],"values":[[1]]}]}]}"#,
+        ),
+        (
+            "SHOW TAG VALUES EXACT CARDINALITY FROM cpu WITH KEY IN (\"host\", \"region\")",
+            r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["count"],"values":[[5]]}]}]}"#,
+        ),
+        (
+            "SHOW FIELD KEY CARDINALITY",
+            r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["count"],"values":[[3]]},{"name":"mem","columns":["count"],"values":[[1]]}]}]}"#,
+        ),
+        (
+            "SHOW TAG KEY EXACT CARDINALITY WHERE host = 'b'",
+            r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["count"],"values":[[1]]}]}]}"#,
+        ),
+        (
+            "SHOW TAG KEYS FROM cpu WHERE host = 'b'",
+            r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["tagKey"],"values":[["host"]]}]}]}"#,
+        ),
+        (
+            "SHOW TAG KEYS LIMIT 1 OFFSET 1",
+            r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["tagKey"],"values":[["region"]]}]}]}"#,
+        ),
+        (
+            "SHOW FIELD KEYS FROM cpu LIMIT 1 OFFSET 1",
+            r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["fieldKey","fieldType"],"values":[["s","string"]]}]}]}"#,
+        ),
+        (
+            "SELECT v::integer, n::float FROM cpu",
+            r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["time","v","n"],"values":[[10,1,3],[20,2,3],[30,3,null]]}]}]}"#,
+        ),
+        (
+            "SELECT v::string FROM cpu",
+            r#"{"results":[{"statement_id":0}]}"#,
+        ),
+        (
+            "SELECT v, 2 FROM cpu",
+            r#"{"results":[{"statement_id":0,"error":"field must contain at least one variable"}]}"#,
+        ),
+        (
+            "SELECT percentile(n, 50) FROM cpu",
+            r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["time","percentile"],"values":[[10,3]]}]}]}"#,
+        ),
+    ];
+    for (query, expected) in cases {
+        assert_eq!(run(query), expected, "{query}");
+    }
+}

@@ -1285,6 +1285,7 @@ impl MeasurementQuery<'_> {
                             time: *time,
                             value: cell_of(value),
                             member,
+                            feed_seq: 0,
                         });
                     }
                 }
@@ -1292,6 +1293,23 @@ impl MeasurementQuery<'_> {
             rows_by_series.push(rows);
         }
         for list in points.values_mut() {
+            // Per series, in time order, then where InfluxDB would feed each.
+            list.sort_by_key(|p| (p.member, p.time));
+            let mut times: Vec<Vec<i64>> = vec![Vec::new(); series.len()];
+            for point in list.iter() {
+                if let Some(member_times) = times.get_mut(point.member) {
+                    member_times.push(point.time);
+                }
+            }
+            let mut starts: Vec<usize> = vec![0; series.len() + 1];
+            for member in 0..series.len() {
+                starts[member + 1] = starts[member] + times[member].len();
+            }
+            for (seq, (member, index)) in gosort::feed_order(&times).into_iter().enumerate() {
+                if let Some(point) = list.get_mut(starts[member] + index) {
+                    point.feed_seq = seq;
+                }
+            }
             list.sort_by_key(|p| (p.time, p.member));
         }
         Ok((points, rows_by_series))
@@ -2699,6 +2717,9 @@ struct Point {
     time: i64,
     value: Cell,
     member: usize,
+    /// Where InfluxDB feeds this point to `mode()` and `percentile()`
+    /// among the group's points (see `gosort::feed_order`).
+    feed_seq: usize,
 }
 
 #[derive(Clone)]
@@ -2802,7 +2823,7 @@ fn mode(points: &[Point]) -> Cell {
         return Cell::Boolean(trues >= points.len() - trues);
     }
     let mut sorted: Vec<&Point> = points.iter().collect();
-    sorted.sort_by_key(|p| (p.time, p.member));
+    sorted.sort_by_key(|p| p.feed_seq);
     gosort::sort_by(&mut sorted, |a, b| value_less(&a.value, &b.value));
     let (mut most_freq, mut curr_freq) = (0usize, 0usize);
     let mut curr_mode = &sorted[0].value;
@@ -2990,7 +3011,7 @@ fn reduce(
             let percentile =
                 number_arg(args, 1).ok_or("expected float argument in percentile()")?;
             let mut sorted: Vec<&Point> = points.iter().collect();
-            sorted.sort_by_key(|p| (p.time, p.member));
+            sorted.sort_by_key(|p| p.feed_seq);
             // InfluxDB's sort (not stable): which of equal values, and so
             // which time, lands at the index.
             gosort::sort_by(&mut sorted, |a, b| value_less(&a.value, &b.value));

@@ -287,6 +287,86 @@ impl<T, F: Fn(&T, &T) -> bool> Sorter<'_, T, F> {
     }
 }
 
+/// Go's `container/heap` over `n` items with `less`: the order in which
+/// `pop` hands them out is what InfluxDB's merge iterators give for items
+/// that compare equal.
+struct GoHeap<T> {
+    items: Vec<T>,
+}
+
+impl<T> GoHeap<T> {
+    fn init(items: Vec<T>, less: &impl Fn(&T, &T) -> bool) -> GoHeap<T> {
+        let mut heap = GoHeap { items };
+        let n = heap.items.len();
+        for i in (0..n / 2).rev() {
+            heap.down(i, n, less);
+        }
+        heap
+    }
+
+    fn push(&mut self, item: T, less: &impl Fn(&T, &T) -> bool) {
+        self.items.push(item);
+        let mut j = self.items.len() - 1;
+        while j > 0 {
+            let i = (j - 1) / 2;
+            if !less(&self.items[j], &self.items[i]) {
+                break;
+            }
+            self.items.swap(i, j);
+            j = i;
+        }
+    }
+
+    fn pop(&mut self, less: &impl Fn(&T, &T) -> bool) -> Option<T> {
+        let n = self.items.len().checked_sub(1)?;
+        self.items.swap(0, n);
+        self.down(0, n, less);
+        self.items.pop()
+    }
+
+    fn down(&mut self, i0: usize, n: usize, less: &impl Fn(&T, &T) -> bool) {
+        let mut i = i0;
+        loop {
+            let j1 = 2 * i + 1;
+            if j1 >= n {
+                break;
+            }
+            let mut j = j1;
+            if j1 + 1 < n && less(&self.items[j1 + 1], &self.items[j1]) {
+                j = j1 + 1;
+            }
+            if !less(&self.items[j], &self.items[i]) {
+                break;
+            }
+            self.items.swap(i, j);
+            i = j;
+        }
+    }
+}
+
+/// The order in which InfluxDB 1.6's sorted merge gives the points of one
+/// group's series (`times[member]`, ascending), as `(member, index)`:
+/// point by point by time, with ties between series as Go's heap leaves
+/// them. It is the order in which `mode()` and `percentile()` see points.
+pub fn feed_order(times: &[Vec<i64>]) -> Vec<(usize, usize)> {
+    let total = times.iter().map(Vec::len).sum();
+    let mut out = Vec::with_capacity(total);
+    // (member, cursor) of each series with points left.
+    let items: Vec<(usize, usize)> = (0..times.len())
+        .filter(|member| !times[*member].is_empty())
+        .map(|member| (member, 0))
+        .collect();
+    let less = |a: &(usize, usize), b: &(usize, usize)| times[a.0][a.1] < times[b.0][b.1];
+    let mut heap = GoHeap::init(items, &less);
+    while let Some((member, cursor)) = heap.pop(&less) {
+        out.push((member, cursor));
+        if cursor + 1 < times[member].len() {
+            heap.push((member, cursor + 1), &less);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -326,6 +406,23 @@ mod tests {
             }
             assert_eq!(hash, expected, "n={n} distinct={distinct} shape={shape}");
         }
+    }
+
+    /// Eight series, the seventh without a point at the first time: Go's
+    /// heap hands the others out in the order InfluxDB 1.6.7 answers
+    /// `SELECT procs FROM cpu LIMIT 7` on the conformance data (server01,
+    /// 08, 02, 04, 05, 03, 06).
+    #[test]
+    fn feed_order_breaks_ties_as_go_heap_does() {
+        let times: Vec<Vec<i64>> = (0..8)
+            .map(|member| if member == 6 { vec![10] } else { vec![0, 10] })
+            .collect();
+        let first: Vec<usize> = super::feed_order(&times)
+            .into_iter()
+            .take(7)
+            .map(|(member, _)| member)
+            .collect();
+        assert_eq!(first, vec![0, 7, 1, 3, 4, 2, 5]);
     }
 
     proptest! {
