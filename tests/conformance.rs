@@ -302,13 +302,19 @@ fn load(url: &str, database: &str, cases: &[Value]) {
     assert_eq!(status, 200, "CREATE DATABASE failed: {body}");
     let data = std::fs::read_to_string(dir().join("data.lp")).expect("tests/conformance/data.lp");
     let lines: Vec<&str> = data.lines().collect();
+    // `all`: on a cluster every replica holds the dataset once it is
+    // acknowledged, so the cases can read any node at `one` at once.
     for chunk in lines.chunks(5000) {
         let body = format!("{}\n", chunk.join("\n"));
         let (status, text) = common::request(
             "POST",
             &format!(
                 "{url}/write?{}",
-                common::encode(&[("db", database), ("precision", "ns")])
+                common::encode(&[
+                    ("db", database),
+                    ("precision", "ns"),
+                    ("consistency", "all")
+                ])
             ),
             Some((body.as_bytes(), "text/plain; charset=utf-8")),
         );

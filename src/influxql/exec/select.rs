@@ -521,9 +521,6 @@ pub(super) fn execute_select(
     if !non_time {
         return Err("at least 1 non-time field must be queried".into());
     }
-    if !select.fields.iter().all(|field| has_variable(&field.expr)) {
-        return Err("field must contain at least one variable".into());
-    }
     // A zone whose offset is always zero changes nothing: UTC path.
     let zone = select.timezone.as_ref().filter(|zone| !zone.is_utc());
     let aggregate = select
@@ -536,10 +533,17 @@ pub(super) fn execute_select(
         streams::validate(select)?;
     } else if aggregate {
         validate_calls(select)?;
-    } else if select
-        .dimensions
-        .iter()
-        .any(|d| matches!(d, Dimension::Time { .. }))
+    }
+    // After the calls' own checks, as InfluxDB orders its errors.
+    if !select.fields.iter().all(|field| has_variable(&field.expr)) {
+        return Err("field must contain at least one variable".into());
+    }
+    if !transformed
+        && !aggregate
+        && select
+            .dimensions
+            .iter()
+            .any(|d| matches!(d, Dimension::Time { .. }))
     {
         return Err("GROUP BY requires at least one aggregate function".into());
     }
