@@ -298,41 +298,9 @@ pub fn execute_statement(
         } => {
             let db = database(explicit, context)?;
             require_database(storage, db)?;
-            let key_matches = |key: &str| tag_key_matches(keys, key);
             let mut out = Vec::new();
             for measurement in measurements_of(storage, db, sources)? {
-                let pairs: Vec<(String, String)> = match condition {
-                    None => {
-                        // Straight from the inverted index, where keys and
-                        // the values of each key are sorted already.
-                        let mut pairs = Vec::new();
-                        for key in storage.tag_keys(db, &measurement).map_err(storage_error)? {
-                            if key_matches(&key)? {
-                                for value in storage
-                                    .tag_values(db, &measurement, &key)
-                                    .map_err(storage_error)?
-                                {
-                                    pairs.push((key.clone(), value));
-                                }
-                            }
-                        }
-                        pairs
-                    }
-                    Some(condition) => {
-                        let mut pairs: BTreeSet<(String, String)> = BTreeSet::new();
-                        for series in storage.series(db, &measurement).map_err(storage_error)? {
-                            if !tag_filter(condition, &series.tags) {
-                                continue;
-                            }
-                            for (key, value) in &series.tags {
-                                if key_matches(key)? {
-                                    pairs.insert((key.clone(), value.clone()));
-                                }
-                            }
-                        }
-                        pairs.into_iter().collect()
-                    }
-                };
+                let pairs = tag_pairs(storage, db, &measurement, keys, condition.as_ref())?;
                 let pairs = paginate(pairs, *limit, *offset);
                 if pairs.is_empty() {
                     continue;
@@ -451,20 +419,7 @@ pub fn execute_statement(
             require_database(storage, db)?;
             let mut counts = Vec::new();
             for measurement in measurements_of(storage, db, sources)? {
-                let mut pairs: BTreeSet<(String, String)> = BTreeSet::new();
-                for series in storage.series(db, &measurement).map_err(storage_error)? {
-                    if condition
-                        .as_ref()
-                        .is_some_and(|condition| !tag_filter(condition, &series.tags))
-                    {
-                        continue;
-                    }
-                    for (key, value) in series.tags {
-                        if tag_key_matches(keys, &key)? {
-                            pairs.insert((key, value));
-                        }
-                    }
-                }
+                let pairs = tag_pairs(storage, db, &measurement, keys, condition.as_ref())?;
                 counts.push((measurement, pairs.len()));
             }
             Ok(counts_per_measurement(counts))
@@ -604,6 +559,45 @@ fn tag_key_matches(keys: &TagKeyMatch, key: &str) -> Result<bool> {
         TagKeyMatch::Regex(r) => compile(r)?.is_match(key),
         TagKeyMatch::NotRegex(r) => !compile(r)?.is_match(key),
     })
+}
+
+/// The (key, value) pairs of a measurement's tags whose key `keys` names,
+/// sorted; with a condition, of the series that match it.
+fn tag_pairs(
+    storage: &Storage,
+    db: &str,
+    measurement: &str,
+    keys: &TagKeyMatch,
+    condition: Option<&Expr>,
+) -> Result<Vec<(String, String)>> {
+    let Some(condition) = condition else {
+        // Straight from the inverted index, where keys and the values of
+        // each key are sorted already.
+        let mut pairs = Vec::new();
+        for key in storage.tag_keys(db, measurement).map_err(storage_error)? {
+            if tag_key_matches(keys, &key)? {
+                for value in storage
+                    .tag_values(db, measurement, &key)
+                    .map_err(storage_error)?
+                {
+                    pairs.push((key.clone(), value));
+                }
+            }
+        }
+        return Ok(pairs);
+    };
+    let mut pairs: BTreeSet<(String, String)> = BTreeSet::new();
+    for series in storage.series(db, measurement).map_err(storage_error)? {
+        if !tag_filter(condition, &series.tags) {
+            continue;
+        }
+        for (key, value) in series.tags {
+            if tag_key_matches(keys, &key)? {
+                pairs.insert((key, value));
+            }
+        }
+    }
+    Ok(pairs.into_iter().collect())
 }
 
 /// The tag keys of a measurement (sorted), or with a condition those of

@@ -228,6 +228,24 @@ fn go_number_and_time_formats() {
     );
 }
 
+/// The JSON answer (nanosecond epochs) of `q` on database `db`.
+fn run_json(storage: &Storage, db: &str, q: &str, limits: QueryLimits) -> String {
+    let context = QueryContext {
+        database: Some(db.into()),
+        retention_policy: None,
+        now: 0,
+        limits,
+        cluster: None,
+    };
+    let query = parse(q).expect("parse");
+    String::from_utf8(encode_json(
+        &execute(&query, &context, storage),
+        Epoch::Units(1),
+        false,
+    ))
+    .expect("utf8")
+}
+
 #[test]
 fn limits_cardinality_and_delete() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -236,22 +254,7 @@ fn limits_cardinality_and_delete() {
     let body = "cpu,host=a v=1 10\ncpu,host=b v=2 20\ncpu,host=c v=3 30\nmem,host=a u=1i 10";
     let batch = lineproto::parse(body.as_bytes(), Precision::Nanosecond, 0);
     storage.write("db", None, &batch.points).expect("write");
-    let run = |q: &str, limits: QueryLimits| {
-        let context = QueryContext {
-            database: Some("db".into()),
-            retention_policy: None,
-            now: 0,
-            limits,
-            cluster: None,
-        };
-        let query = parse(q).expect("parse");
-        String::from_utf8(encode_json(
-            &execute(&query, &context, &storage),
-            Epoch::Units(1),
-            false,
-        ))
-        .expect("utf8")
-    };
+    let run = |q: &str, limits: QueryLimits| run_json(&storage, "db", q, limits);
     let series_limit = QueryLimits {
         max_series: 2,
         ..Default::default()
@@ -600,22 +603,9 @@ fn cardinalities_tag_and_field_key_pages_casts_and_variables_as_influxdb() {
     let batch = lineproto::parse(body.as_bytes(), Precision::Nanosecond, 0);
     storage.write("t", None, &batch.points).expect("write");
     let run = |q: &str| {
-        let context = QueryContext {
-            database: Some("t".into()),
-            retention_policy: None,
-            now: 0,
-            limits: QueryLimits::default(),
-            cluster: None,
-        };
-        let query = parse(q).expect("parse");
-        String::from_utf8(encode_json(
-            &execute(&query, &context, &storage),
-            Epoch::Units(1),
-            false,
-        ))
-        .expect("utf8")
-        .trim_end()
-        .to_string()
+        run_json(&storage, "t", q, QueryLimits::default())
+            .trim_end()
+            .to_string()
     };
     let cases = [
         (

@@ -19,7 +19,7 @@ use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 
 use super::{
-    block, block_prefix, engine_error, flip, Column, Engine, ShardId, StorageError, Value,
+    block, block_prefix, engine_error, flip, resolve, Column, Engine, ShardId, StorageError,
 };
 
 /// Most points in a block that compaction writes.
@@ -105,14 +105,7 @@ impl Engine {
             let Some(field_type) = field_type else {
                 continue;
             };
-            points.sort_by_key(|(time, version, _)| (*time, *version));
-            let mut resolved: Vec<(i64, u64, Value)> = Vec::with_capacity(points.len());
-            for point in points {
-                match resolved.last_mut() {
-                    Some(last) if last.0 == point.0 => *last = point,
-                    _ => resolved.push(point),
-                }
-            }
+            let resolved = resolve(points);
             for (key, _, _, _, _) in &blocks {
                 batch.remove(&keyspace, key.clone());
             }

@@ -1554,15 +1554,7 @@ impl Engine {
         }
         // Blocks before buffers, so that on equal versions the buffer wins.
         points.append(&mut buffered_points);
-        // Stable sort: on equal (time, version) the later source wins.
-        points.sort_by_key(|(time, version, _)| (*time, *version));
-        let mut out: Vec<(i64, u64, Value)> = Vec::with_capacity(points.len());
-        for point in points {
-            match out.last_mut() {
-                Some(last) if last.0 == point.0 => *last = point,
-                _ => out.push(point),
-            }
-        }
+        let mut out = resolve(points);
         Take::apply(take, &mut out);
         Ok(if versions {
             Read::Versioned(out)
@@ -1705,6 +1697,21 @@ impl Engine {
         self.flush()?;
         self.db.persist(PersistMode::SyncAll).map_err(engine_error)
     }
+}
+
+/// Points of one field of one series from several sources (in age order)
+/// resolved as a read sees them: sorted by time, one per time, the highest
+/// version winning and, on equal versions, the later source (a stable sort).
+fn resolve(mut points: Vec<(i64, u64, Value)>) -> Vec<(i64, u64, Value)> {
+    points.sort_by_key(|(time, version, _)| (*time, *version));
+    let mut out: Vec<(i64, u64, Value)> = Vec::with_capacity(points.len());
+    for point in points {
+        match out.last_mut() {
+            Some(last) if last.0 == point.0 => *last = point,
+            _ => out.push(point),
+        }
+    }
+    out
 }
 
 fn slice_column(column: &Column, start: usize, end: usize) -> Column {

@@ -702,16 +702,8 @@ impl Engine {
             }
         }
         let mut out = Vec::with_capacity(raw.len());
-        for ((token, series, field), mut points) in raw {
-            // Stable: on equal (time, version) the later source wins.
-            points.sort_by_key(|(time, version, _)| (*time, *version));
-            let mut resolved: Vec<(i64, u64, Value)> = Vec::with_capacity(points.len());
-            for point in points {
-                match resolved.last_mut() {
-                    Some(last) if last.0 == point.0 => *last = point,
-                    _ => resolved.push(point),
-                }
-            }
+        for ((token, series, field), points) in raw {
+            let resolved = super::resolve(points);
             if !resolved.is_empty() {
                 out.push(FieldPoints {
                     token,

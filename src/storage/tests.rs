@@ -356,20 +356,9 @@ fn index_only_writes_register_series_without_points_and_survive_restart() {
     );
 }
 
-/// Every leaf of every shard group of `storage`.
+/// Every leaf of every shard group of `storage`, over every point.
 fn all_leaves(storage: &Storage) -> Vec<(String, Vec<dynaflux_actors::Leaf>)> {
-    use dynaflux_actors::RangeStore;
-    let mut groups = storage.shard_groups().expect("groups");
-    groups.sort();
-    groups
-        .into_iter()
-        .map(|group| {
-            let leaves = storage
-                .leaves(&group, &dynaflux_actors::PartitionSet::all(), u64::MAX)
-                .expect("leaves");
-            (group, leaves)
-        })
-        .collect()
+    leaves_at(storage, u64::MAX)
 }
 
 /// Copy every row of `from` to `to`, as an anti-entropy exchange would.
