@@ -324,10 +324,11 @@ fn status_prints_the_members_as_a_table() {
 }
 
 /// A base port whose node ports (HTTP base+i, RPC base+1000+i, gossip
-/// base+2000+i) are all free now.
+/// base+2000+i) are all free now; below 10000, so neither the kernel's
+/// ephemeral ports nor the harness's own (common::free_port_on) meet them.
 fn free_local_base(nodes: u16) -> u16 {
     for _ in 0..200 {
-        let base = 20_000 + (rand::random::<u16>() % 20_000);
+        let base = 2_000 + (rand::random::<u16>() % 5_000);
         let free = (0..nodes).all(|i| {
             std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()
                 && std::net::TcpListener::bind(("127.0.0.1", base + 1000 + i)).is_ok()

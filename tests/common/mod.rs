@@ -12,22 +12,42 @@ use std::io::Read;
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Ports handed to test nodes come from below the kernel's ephemeral range
+/// (32768-60999 here): a port picked by binding port 0 and closing it can be
+/// taken, before the node binds it, by any outgoing connection of the tests
+/// running beside it (CI saw "Address already in use"). Within a process a
+/// counter never hands out a port twice; across processes the start point
+/// depends on the PID, and every port is checked free for TCP and UDP.
+const PORT_LOW: u32 = 10_000;
+const PORT_HIGH: u32 = 32_000;
+static NEXT_PORT: AtomicU32 = AtomicU32::new(0);
+
+pub fn free_port_on(host: &str) -> u16 {
+    let span = PORT_HIGH - PORT_LOW;
+    let start = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let n = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
+        let Ok(port) = u16::try_from(PORT_LOW + (start + n) % span) else {
+            continue;
+        };
+        if TcpListener::bind((host, port)).is_ok() && UdpSocket::bind((host, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on {host}");
+}
+
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free loopback port")
+    free_port_on("127.0.0.1")
 }
 
 pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|socket| socket.local_addr())
-        .map(|address| address.port())
-        .expect("a free loopback UDP port")
+    free_port_on("127.0.0.1")
 }
 
 pub struct Node {
@@ -376,19 +396,7 @@ impl TestCluster {
 
     fn unstarted_on(hosts: &[String], rf: u32, env: &[(&str, &str)]) -> TestCluster {
         let n = hosts.len();
-        let port_on = |host: &str| {
-            TcpListener::bind((host, 0))
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
-                .expect("a free port")
-        };
-        let udp_port_on = |host: &str| {
-            UdpSocket::bind((host, 0))
-                .and_then(|s| s.local_addr())
-                .map(|a| a.port())
-                .expect("a free UDP port")
-        };
-        let gossip: Vec<u16> = hosts.iter().map(|h| udp_port_on(h)).collect();
+        let gossip: Vec<u16> = hosts.iter().map(|h| free_port_on(h)).collect();
         let mut dirs = Vec::new();
         let mut nodes = Vec::new();
         for i in 0..n {
@@ -413,8 +421,8 @@ impl TestCluster {
                 child: None,
                 env: node_env,
                 host: hosts[i].clone(),
-                port: port_on(&hosts[i]),
-                rpc_port: port_on(&hosts[i]),
+                port: free_port_on(&hosts[i]),
+                rpc_port: free_port_on(&hosts[i]),
                 gossip_port: gossip[i],
                 data_dir: dir.path().join("data"),
                 log: dir.path().join("node.log"),
