@@ -30,6 +30,7 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub handoff: HandoffConfig,
     pub anti_entropy: AntiEntropyConfig,
+    pub streaming: StreamingConfig,
     pub query: QueryConfig,
 }
 
@@ -94,6 +95,35 @@ pub struct ClusterConfig {
     /// Default: 10s.
     #[serde(with = "humantime_serde")]
     pub rpc_timeout: Duration,
+    /// Start as the replacement of this (dead) node: take its ring
+    /// position and stream its ranges from the other replicas before
+    /// serving reads. Only on a node that has never joined. Default: none.
+    pub replace: Option<String>,
+    /// Remove a member that has been down longer than this, and copy its
+    /// ranges to their new owners (only while more members than the
+    /// replication factor remain). Default: none (never).
+    #[serde(with = "humantime_serde")]
+    pub offline_threshold: Option<Duration>,
+    /// After a move, how long nothing must move before each node deletes
+    /// the partitions it no longer holds. Default: 10m.
+    #[serde(with = "humantime_serde")]
+    pub cleanup_delay: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamingConfig {
+    /// Most bytes per second a joining (or taking-over) node streams in
+    /// (0: no limit). Default: 128MiB.
+    pub rate_limit: ByteSize,
+}
+
+impl Default for StreamingConfig {
+    fn default() -> Self {
+        StreamingConfig {
+            rate_limit: ByteSize::mib(128),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -225,6 +255,9 @@ impl Default for ClusterConfig {
             write_consistency: WriteConsistency::Quorum,
             read_consistency: ReadConsistency::One,
             rpc_timeout: Duration::from_secs(10),
+            replace: None,
+            offline_threshold: None,
+            cleanup_delay: Duration::from_secs(600),
         }
     }
 }
@@ -355,6 +388,19 @@ impl Config {
         }
         if self.cluster.secret.is_empty() {
             return Err(ConfigError("cluster.secret: must not be empty".into()));
+        }
+        if self.cluster.offline_threshold.is_some_and(|t| t.is_zero()) {
+            return Err(ConfigError(
+                "cluster.offline_threshold: must be more than 0 (leave it out to never remove nodes)"
+                    .into(),
+            ));
+        }
+        if let Some(id) = &self.cluster.replace {
+            if id.is_empty() || self.node.id.as_deref() == Some(id.as_str()) {
+                return Err(ConfigError(format!(
+                    "cluster.replace: {id:?} must name another node (the dead one this node replaces)"
+                )));
+            }
         }
         if self.cluster.vnodes == 0 {
             return Err(ConfigError("cluster.vnodes: must be at least 1".into()));

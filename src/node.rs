@@ -102,6 +102,18 @@ pub fn run(config: Config) -> Result<(), NodeError> {
                 .bind(bind)?
                 .shutdown_timeout(10)
                 .run();
+            // A decommissioned node stops once it has left the ring.
+            let handle = server.handle();
+            let mut left = cluster.left_signal();
+            actix_web::rt::spawn(async move {
+                while !*left.borrow_and_update() {
+                    if left.changed().await.is_err() {
+                        return;
+                    }
+                }
+                tracing::info!("decommissioned: stopping");
+                handle.stop(true).await;
+            });
             tracing::info!(http = %bind, "ready for queries and writes");
             let result = server.await;
             cluster.leave();

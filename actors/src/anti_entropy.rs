@@ -323,6 +323,13 @@ impl<S: RangeStore, T: AeTransport> Driver<S, T> {
     /// One round with every peer in the plan, over the points with
     /// versions below `horizon`.
     async fn round_upto(&self, horizon: Version) -> RoundReport {
+        self.round_with(self.transport.plan(), horizon).await
+    }
+
+    /// One round with the peers of `plans` (each over its partitions),
+    /// over the points with versions below `horizon`: what streaming uses
+    /// to pull a node's new partitions from their current replicas.
+    pub async fn round_with(&self, plans: Vec<PeerPlan>, horizon: Version) -> RoundReport {
         let started = Instant::now();
         let mut report = RoundReport::default();
         let mut pace = Pace {
@@ -330,7 +337,7 @@ impl<S: RangeStore, T: AeTransport> Driver<S, T> {
             started,
             bytes: 0,
         };
-        for peer in self.transport.plan() {
+        for peer in plans {
             report.peers += 1;
             if let Err(error) = self.exchange(&peer, horizon, &mut report, &mut pace).await {
                 report.peers_failed += 1;

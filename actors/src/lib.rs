@@ -17,6 +17,7 @@ pub mod membership;
 pub mod ownership;
 pub mod rpc;
 pub mod store;
+pub mod streaming;
 
 pub use hlc::{Hlc, Version};
 pub use membership::{

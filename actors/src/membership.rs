@@ -270,6 +270,8 @@ pub enum NodeState {
     Normal,
     /// Handing its ranges off before it leaves.
     Leaving,
+    /// Gone from the ring: its ranges have been handed off.
+    Left,
 }
 
 impl NodeState {
@@ -279,6 +281,7 @@ impl NodeState {
             NodeState::Joining => "joining",
             NodeState::Normal => "normal",
             NodeState::Leaving => "leaving",
+            NodeState::Left => "left",
         }
     }
 }
@@ -297,6 +300,7 @@ impl FromStr for NodeState {
             "joining" => Ok(NodeState::Joining),
             "normal" => Ok(NodeState::Normal),
             "leaving" => Ok(NodeState::Leaving),
+            "left" => Ok(NodeState::Left),
             other => bail!("unknown node state {other:?}"),
         }
     }
@@ -328,6 +332,8 @@ pub struct MembershipConfig {
     pub http_addr: SocketAddr,
     /// State announced at start.
     pub state: NodeState,
+    /// Other keys announced at start (and kept by [`SetKeys`]).
+    pub keys: BTreeMap<String, String>,
 }
 
 impl fmt::Debug for MembershipConfig {
@@ -344,6 +350,7 @@ impl fmt::Debug for MembershipConfig {
             .field("rpc_addr", &self.rpc_addr)
             .field("http_addr", &self.http_addr)
             .field("state", &self.state)
+            .field("keys", &self.keys)
             .finish()
     }
 }
@@ -365,7 +372,13 @@ pub struct Member {
     pub state: NodeState,
     /// Whether the failure detector deems it up (always true for self).
     pub live: bool,
+    /// Its other gossiped keys (ring digests, removals it announced...).
+    #[serde(default)]
+    pub keys: BTreeMap<String, String>,
 }
+
+/// Keys of a node's gossip that are its identity, not [`Member::keys`].
+const BASE_KEYS: [&str; 3] = [KEY_RPC_ADDR, KEY_HTTP_ADDR, KEY_STATE];
 
 /// Every node seen since start, self included, sorted by id. A node that went
 /// down stays listed with `live == false` and its last-known keys.
@@ -399,6 +412,11 @@ impl MembershipSnapshot {
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "()")]
 pub struct SetState(pub NodeState);
+
+/// Sets (or, with `None`, deletes) other keys of this node's gossip.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct SetKeys(pub Vec<(String, Option<String>)>);
 
 /// Stops gossiping and the actor; peers soon see this node as not live.
 #[derive(Message, Debug, Clone, Copy)]
@@ -438,6 +456,11 @@ fn member_of(id: &ChitchatId, state: &chitchat::NodeState, live: bool) -> Option
             gossip_addr: id.gossip_advertise_addr,
             state: key(KEY_STATE)?.parse()?,
             live,
+            keys: state
+                .key_values()
+                .filter(|(k, _)| !BASE_KEYS.contains(k))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         })
     })();
     parsed
@@ -462,6 +485,7 @@ fn self_member(c: &MembershipConfig) -> Member {
         gossip_addr: c.gossip_advertise,
         state: c.state,
         live: true,
+        keys: c.keys.clone(),
     }
 }
 
@@ -576,6 +600,31 @@ impl Handler<SetState> for Membership {
     }
 }
 
+impl Handler<SetKeys> for Membership {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, SetKeys(keys): SetKeys, _: &mut Context<Self>) -> Self::Result {
+        for (key, value) in &keys {
+            match value {
+                Some(value) => self.config.keys.insert(key.clone(), value.clone()),
+                None => self.config.keys.remove(key),
+            };
+        }
+        self.publish();
+        let chitchat = self.chitchat.clone();
+        Box::pin(async move {
+            let mut chitchat = chitchat.lock().await;
+            let state = chitchat.self_node_state();
+            for (key, value) in keys {
+                match value {
+                    Some(value) => state.set(key, value),
+                    None => state.delete(&key),
+                }
+            }
+        })
+    }
+}
+
 impl Handler<Stop> for Membership {
     type Result = ();
 
@@ -625,11 +674,12 @@ pub async fn start_with_transport<T: Transport>(
         // Every Dynaflux node runs a chitchat that decodes V1 (compressed digests).
         protocol_version: ProtocolVersion::V1,
     };
-    let key_values = vec![
+    let mut key_values = vec![
         (KEY_RPC_ADDR.to_string(), config.rpc_addr.to_string()),
         (KEY_HTTP_ADDR.to_string(), config.http_addr.to_string()),
         (KEY_STATE.to_string(), config.state.to_string()),
     ];
+    key_values.extend(config.keys.iter().map(|(k, v)| (k.clone(), v.clone())));
     let gossip_arbiter = Arbiter::new();
     let (tx, rx) = oneshot::channel();
     gossip_arbiter.spawn(async move {
@@ -698,6 +748,7 @@ mod tests {
             rpc_addr: SocketAddr::from(([127, 0, 0, 1], 18_000 + i)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 19_000 + i)),
             state: NodeState::Normal,
+            keys: BTreeMap::new(),
         }
     }
 

@@ -20,7 +20,7 @@
 //! The ring changes only when a node joins or is removed, never because a
 //! node is merely down: that is what hinted handoff is for.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,7 +32,7 @@ use tokio_stream::wrappers::WatchStream;
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::membership::MembershipSnapshot;
-use crate::store::TokenRange;
+use crate::store::{PartitionSet, TokenRange};
 
 /// One range of the ring: tokens in `(previous end, end]`, and the nodes
 /// that hold them, the primary first.
@@ -97,18 +97,29 @@ impl Ring {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let members: Vec<String> = members
+        let members: BTreeMap<String, String> = members
             .into_iter()
-            .map(Into::into)
-            .collect::<BTreeSet<String>>()
-            .into_iter()
+            .map(|id| {
+                let id = id.into();
+                (id.clone(), id)
+            })
             .collect();
+        Ring::with_seeds(&members, vnodes, rf)
+    }
+
+    /// A ring of `members` (id to the name its vnode positions are drawn
+    /// from: its own, or that of the node it replaced).
+    pub fn with_seeds(members: &BTreeMap<String, String>, vnodes: u32, rf: usize) -> Ring {
+        let seeds: Vec<&String> = members.values().collect();
+        let members: Vec<String> = members.keys().cloned().collect();
         let vnodes = vnodes.max(1);
         let rf = rf.max(1);
-        let mut points: Vec<(u64, usize)> = members
+        let mut points: Vec<(u64, usize)> = seeds
             .iter()
             .enumerate()
-            .flat_map(|(member, id)| (0..vnodes).map(move |i| (vnode_position(id, i), member)))
+            .flat_map(|(member, seed)| {
+                (0..vnodes).map(move |i| (vnode_position(seed, i), member))
+            })
             .collect();
         // Equal positions (astronomically unlikely) resolve by member order.
         points.sort_unstable();
@@ -244,7 +255,190 @@ impl Ring {
     }
 }
 
+// ---------------------------------------------------------------- placement
+
+/// Gossip key: the digest of the plan (current and future rings) by which
+/// this node routes writes, published once no write routed by an older
+/// plan is still in flight on it.
+pub const KEY_PLAN: &str = "plan";
+/// Gossip key: the digest of the plan whose partitions this node gained and
+/// now holds (streamed from the current replicas).
+pub const KEY_SYNCED: &str = "synced";
+/// Gossip key of a node started to replace another: the replaced node's id.
+pub const KEY_REPLACES: &str = "replaces";
+/// Gossip key prefix: `removed:<id>` is `removing` (its ranges are being
+/// copied to their new owners) or `removed` (done).
+pub const REMOVED_PREFIX: &str = "removed:";
+
+/// Where the points of one partition are written while ownership moves:
+/// every `target`, and the write's level is met in **each** group (the
+/// current and the future preference list; Garage's write sets). When
+/// nothing moves there is one group, the preference list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacementSet {
+    pub targets: Arc<[String]>,
+    pub groups: Vec<Arc<[String]>>,
+}
+
+/// The write side of a plan: per partition, its [`PlacementSet`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    partitions: Vec<usize>,
+    sets: Vec<PlacementSet>,
+    members: Vec<String>,
+}
+
+impl Placement {
+    /// Writes go to the union of `current` and `future`, and must meet
+    /// their level in both.
+    pub fn new(current: &Ring, future: &Ring) -> Placement {
+        let mut keyed: HashMap<(Option<usize>, Option<usize>), usize> = HashMap::new();
+        let mut sets: Vec<PlacementSet> = Vec::new();
+        let mut partitions = Vec::with_capacity(PARTITIONS);
+        for p in 0..PARTITIONS {
+            let key = (
+                current.partitions.get(p).copied(),
+                future.partitions.get(p).copied(),
+            );
+            let next = sets.len();
+            let index = *keyed.entry(key).or_insert_with(|| {
+                let c = key.0.and_then(|i| current.sets.get(i)).cloned();
+                let f = key.1.and_then(|i| future.sets.get(i)).cloned();
+                let mut targets: Vec<String> = c.iter().flat_map(|s| s.iter().cloned()).collect();
+                for id in f.iter().flat_map(|s| s.iter()) {
+                    if !targets.contains(id) {
+                        targets.push(id.clone());
+                    }
+                }
+                let mut groups: Vec<Arc<[String]>> = Vec::new();
+                for group in [c, f].into_iter().flatten() {
+                    let same = |g: &Arc<[String]>| {
+                        let mut a: Vec<&String> = g.iter().collect();
+                        let mut b: Vec<&String> = group.iter().collect();
+                        a.sort();
+                        b.sort();
+                        a == b
+                    };
+                    if !group.is_empty() && !groups.iter().any(same) {
+                        groups.push(group);
+                    }
+                }
+                sets.push(PlacementSet {
+                    targets: targets.into(),
+                    groups,
+                });
+                next
+            });
+            partitions.push(index);
+        }
+        let members: BTreeSet<String> = current
+            .members()
+            .iter()
+            .chain(future.members())
+            .cloned()
+            .collect();
+        Placement {
+            partitions,
+            sets,
+            members: members.into_iter().collect(),
+        }
+    }
+
+    /// The placement of `token`, as an index into [`Placement::sets`].
+    pub fn set_of(&self, token: u64) -> Option<usize> {
+        self.partitions.get(partition_of(token)).copied()
+    }
+
+    pub fn sets(&self) -> &[PlacementSet] {
+        &self.sets
+    }
+
+    /// Every node a write may go to, sorted.
+    pub fn members(&self) -> &[String] {
+        &self.members
+    }
+}
+
+/// The rings of a plan, computed from the members' states and keys alone,
+/// so that every node that has seen the same gossip computes the same.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// Members that serve reads: `normal` and `leaving` ones, and those
+    /// being removed until their ranges have been copied.
+    pub current: Ring,
+    /// Members that will hold data once the moves are done: `normal` and
+    /// `joining` ones, less those being removed.
+    pub future: Ring,
+    /// Digest of both.
+    pub plan: u64,
+    pub removing: BTreeSet<String>,
+    pub removed: BTreeSet<String>,
+}
+
+/// Compute the layout of `members`.
+pub fn layout(members: &BTreeMap<String, MemberView>, vnodes: u32, rf: usize) -> Layout {
+    use crate::membership::NodeState;
+    let mut removal: BTreeMap<String, bool> = BTreeMap::new();
+    for (id, member) in members {
+        for (key, value) in &member.keys {
+            if let Some(target) = key.strip_prefix(REMOVED_PREFIX) {
+                *removal.entry(target.to_string()).or_default() |= value == "removed";
+            }
+        }
+        if let Some(target) = member.keys.get(KEY_REPLACES) {
+            if member.state != NodeState::Left && target != id {
+                removal.entry(target.clone()).or_default();
+            }
+        }
+    }
+    let removed: BTreeSet<String> = removal
+        .iter()
+        .filter(|(_, done)| **done)
+        .map(|(id, _)| id.clone())
+        .collect();
+    let removing: BTreeSet<String> = removal
+        .iter()
+        .filter(|(_, done)| !**done)
+        .map(|(id, _)| id.clone())
+        .collect();
+    let seed = |id: &String, member: &MemberView| {
+        member
+            .keys
+            .get(KEY_REPLACES)
+            .cloned()
+            .unwrap_or_else(|| id.clone())
+    };
+    let current: BTreeMap<String, String> = members
+        .iter()
+        .filter(|(id, m)| {
+            matches!(m.state, NodeState::Normal | NodeState::Leaving) && !removed.contains(*id)
+        })
+        .map(|(id, m)| (id.clone(), seed(id, m)))
+        .collect();
+    let future: BTreeMap<String, String> = members
+        .iter()
+        .filter(|(id, m)| {
+            matches!(m.state, NodeState::Normal | NodeState::Joining)
+                && !removed.contains(*id)
+                && !removing.contains(*id)
+        })
+        .map(|(id, m)| (id.clone(), seed(id, m)))
+        .collect();
+    let plan = xxh3_64(format!("{current:?}|{future:?}|{rf}|{vnodes}").as_bytes());
+    Layout {
+        current: Ring::with_seeds(&current, vnodes, rf),
+        future: Ring::with_seeds(&future, vnodes, rf),
+        plan,
+        removing,
+        removed,
+    }
+}
+
 // ---------------------------------------------------------------- the actor
+
+fn normal() -> crate::membership::NodeState {
+    crate::membership::NodeState::Normal
+}
 
 /// A member as the hot path sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -253,20 +447,81 @@ pub struct MemberView {
     pub http_addr: SocketAddr,
     #[serde(skip)]
     pub live: bool,
-    #[serde(skip)]
-    pub state: String,
+    /// Its last known state (remembered across restarts).
+    #[serde(default = "normal")]
+    pub state: crate::membership::NodeState,
+    /// Its last known gossip keys (plan digests, removals it announced).
+    #[serde(default)]
+    pub keys: BTreeMap<String, String>,
 }
 
-/// Members (by id) and the ring over them: the snapshot the hot path reads.
+/// Members (by id) and the rings over them: the snapshot the hot path reads.
 #[derive(Debug)]
 pub struct Topology {
+    /// The current ring: reads, read repair and anti-entropy use it.
     pub ring: Arc<Ring>,
+    /// The ring once the moves under way are done (the current one when
+    /// nothing moves).
+    pub future: Arc<Ring>,
+    /// Where writes go: both rings.
+    pub placement: Arc<Placement>,
+    /// Digest of the plan (both rings).
+    pub plan: u64,
+    pub removing: BTreeSet<String>,
+    pub removed: BTreeSet<String>,
     pub members: BTreeMap<String, MemberView>,
     /// Whether this node knows its peers: it had none to wait for (no
     /// seeds, no remembered members), or it has exchanged gossip with at
     /// least one of them. Until then its ring may be a ring of one, and it
     /// must not acknowledge writes.
     pub ready: bool,
+    /// Writes routed by this topology and not yet answered: a node
+    /// announces a new plan only once none routed by an older one is left.
+    pub inflight: std::sync::atomic::AtomicUsize,
+}
+
+impl Topology {
+    /// Whether ownership is moving (the rings differ).
+    pub fn moving(&self) -> bool {
+        self.ring != self.future
+    }
+
+    /// The partitions `node` holds in the future ring and not in the
+    /// current one: what it must stream in before the move is done.
+    pub fn gains(&self, node: &str) -> PartitionSet {
+        let mut gains = PartitionSet::default();
+        for partition in 0..PARTITIONS {
+            let future = self.future.partition_replicas(partition);
+            if future.iter().any(|r| r == node)
+                && !self
+                    .ring
+                    .partition_replicas(partition)
+                    .iter()
+                    .any(|r| r == node)
+            {
+                gains.insert(partition);
+            }
+        }
+        gains
+    }
+
+    /// The nodes that gain partitions in this plan.
+    pub fn gainers(&self) -> Vec<String> {
+        self.future
+            .members()
+            .iter()
+            .filter(|id| !self.gains(id).is_empty())
+            .cloned()
+            .collect()
+    }
+
+    /// A member's gossiped key.
+    pub fn key(&self, id: &str, key: &str) -> Option<&str> {
+        self.members
+            .get(id)
+            .and_then(|m| m.keys.get(key))
+            .map(String::as_str)
+    }
 }
 
 /// What the ownership actor needs to know of its node.
@@ -283,24 +538,30 @@ pub struct OwnershipConfig {
     /// Whether the configuration names seeds other than this node: then the
     /// node is not ready before gossip has shown it a peer.
     pub has_seeds: bool,
+    /// This node's state at start.
+    pub state: crate::membership::NodeState,
 }
 
 /// The ownership actor: follows membership snapshots, keeps every member
 /// ever seen (a node that is merely down stays in the ring: its replicas
 /// keep their place and writes count it as a failed replica), rebuilds the
-/// ring when the member set changes, and publishes a [`Topology`] snapshot
-/// on every change.
+/// rings when states or removals change, and publishes a [`Topology`]
+/// snapshot on every change.
 pub struct Ownership {
     config: OwnershipConfig,
     known: BTreeMap<String, MemberView>,
-    ring: Arc<Ring>,
+    layout: Layout,
+    current: Arc<Ring>,
+    future: Arc<Ring>,
+    placement: Arc<Placement>,
     snapshots: Option<watch::Receiver<Arc<MembershipSnapshot>>>,
     sender: watch::Sender<Arc<Topology>>,
     /// Latched: once a peer has been seen live, the node stays ready.
     ready: bool,
 }
 
-fn load_members(path: &Path) -> BTreeMap<String, MemberView> {
+/// The members remembered in `path` (empty if none or unreadable).
+pub fn load_members(path: &Path) -> BTreeMap<String, MemberView> {
     match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|error| {
             tracing::warn!(path = %path.display(), %error, "ignoring an unreadable members file");
@@ -332,31 +593,47 @@ impl Ownership {
         let mut known = load_members(&config.members_file);
         for member in known.values_mut() {
             member.live = false;
-            member.state = "unknown".into();
         }
+        let keys = known
+            .get(&config.node_id)
+            .map(|m| m.keys.clone())
+            .unwrap_or_default();
         known.insert(
             config.node_id.clone(),
             MemberView {
                 rpc_addr: config.rpc_addr,
                 http_addr: config.http_addr,
                 live: true,
-                state: "normal".into(),
+                state: config.state,
+                keys,
             },
         );
         save_members(&config.members_file, &known);
         // A node with seeds or remembered peers is part of a cluster it has
         // not met yet: it waits for gossip rather than act as a ring of one.
         let ready = !config.has_seeds && known.len() == 1;
-        let ring = Arc::new(Ring::new(known.keys().cloned(), config.vnodes, config.rf));
+        let layout = layout(&known, config.vnodes, config.rf);
+        let current = Arc::new(layout.current.clone());
+        let future = Arc::new(layout.future.clone());
+        let placement = Arc::new(Placement::new(&current, &future));
         let (sender, receiver) = watch::channel(Arc::new(Topology {
-            ring: ring.clone(),
+            ring: current.clone(),
+            future: future.clone(),
+            placement: placement.clone(),
+            plan: layout.plan,
+            removing: layout.removing.clone(),
+            removed: layout.removed.clone(),
             members: known.clone(),
             ready,
+            inflight: Default::default(),
         }));
         let actor = Ownership {
             config,
             known,
-            ring,
+            layout,
+            current,
+            future,
+            placement,
             snapshots: Some(snapshots),
             sender,
             ready,
@@ -365,18 +642,25 @@ impl Ownership {
     }
 
     fn apply(&mut self, snapshot: &MembershipSnapshot) {
-        let before: Vec<String> = self.known.keys().cloned().collect();
-        let mut addresses_changed = false;
+        let mut changed = false;
         for member in &snapshot.members {
+            let previous = self.known.get(&member.id);
+            // A member known from the file, not yet gossiped with its keys,
+            // keeps the remembered ones.
             let view = MemberView {
                 rpc_addr: member.rpc_addr,
                 http_addr: member.http_addr,
                 live: member.live || member.id == self.config.node_id,
-                state: member.state.to_string(),
+                state: member.state,
+                keys: member.keys.clone(),
             };
-            let previous = self.known.insert(member.id.clone(), view.clone());
-            addresses_changed |= previous
-                .is_none_or(|p| p.rpc_addr != view.rpc_addr || p.http_addr != view.http_addr);
+            changed |= previous.is_none_or(|p| {
+                p.rpc_addr != view.rpc_addr
+                    || p.http_addr != view.http_addr
+                    || p.state != view.state
+                    || p.keys != view.keys
+            });
+            self.known.insert(member.id.clone(), view);
         }
         // Members known only from the file are not live until gossip says so.
         for (id, member) in self.known.iter_mut() {
@@ -384,13 +668,25 @@ impl Ownership {
                 member.live = false;
             }
         }
-        if addresses_changed {
+        if changed {
             save_members(&self.config.members_file, &self.known);
-        }
-        let after: Vec<String> = self.known.keys().cloned().collect();
-        if before != after {
-            self.ring = Arc::new(Ring::new(after, self.config.vnodes, self.config.rf));
-            tracing::info!(members = ?self.known.keys().collect::<Vec<_>>(), "ring changed");
+            let layout = layout(&self.known, self.config.vnodes, self.config.rf);
+            if layout.plan != self.layout.plan
+                || layout.removed != self.layout.removed
+                || layout.removing != self.layout.removing
+            {
+                self.current = Arc::new(layout.current.clone());
+                self.future = Arc::new(layout.future.clone());
+                self.placement = Arc::new(Placement::new(&self.current, &self.future));
+                tracing::info!(
+                    current = ?self.current.members(),
+                    future = ?self.future.members(),
+                    removing = ?layout.removing,
+                    plan = %format!("{:016x}", layout.plan),
+                    "ring changed"
+                );
+                self.layout = layout;
+            }
         }
         if !self.ready
             && snapshot
@@ -402,9 +698,15 @@ impl Ownership {
             tracing::info!(members = ?self.known.keys().collect::<Vec<_>>(), "met a peer: ready");
         }
         let topology = Topology {
-            ring: self.ring.clone(),
+            ring: self.current.clone(),
+            future: self.future.clone(),
+            placement: self.placement.clone(),
+            plan: self.layout.plan,
+            removing: self.layout.removing.clone(),
+            removed: self.layout.removed.clone(),
             members: self.known.clone(),
             ready: self.ready,
+            inflight: Default::default(),
         };
         let _ = self.sender.send(Arc::new(topology));
     }
@@ -550,6 +852,7 @@ mod tests {
             gossip_addr: address,
             state: crate::membership::NodeState::Normal,
             live,
+            keys: BTreeMap::new(),
         }
     }
 
@@ -572,6 +875,7 @@ mod tests {
             vnodes: 16,
             members_file: dir.path().join("members.json"),
             has_seeds: true,
+            state: crate::membership::NodeState::Normal,
         };
         let (membership, snapshots) = watch::channel(Arc::new(MembershipSnapshot {
             members: vec![
@@ -622,6 +926,7 @@ mod tests {
             vnodes: 16,
             members_file: dir.path().join("members.json"),
             has_seeds: false,
+            state: crate::membership::NodeState::Normal,
         };
         let (_quiet, nothing) = watch::channel(Arc::new(MembershipSnapshot::default()));
         let (_single, single) = Ownership::start(config.clone(), nothing);

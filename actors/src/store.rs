@@ -130,4 +130,13 @@ pub trait RangeStore: Send + Sync + 'static {
     /// Apply rows to a shard group; what is older than what is stored
     /// changes nothing, and what a delete covers is not brought back.
     fn apply_rows(&self, shard_group: &str, rows: Vec<Row>) -> Result<(), Self::Error>;
+
+    /// Delete every point of `partitions` of a shard group (the node no
+    /// longer holds them: cleanup after a move); answers how many points
+    /// went.
+    fn drop_partitions(
+        &self,
+        shard_group: &str,
+        partitions: &PartitionSet,
+    ) -> Result<u64, Self::Error>;
 }

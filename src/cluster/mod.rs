@@ -27,7 +27,8 @@ use std::time::Duration;
 
 use dynaflux_actors::anti_entropy::{self, AeStats, AntiEntropy, RepairNow, RoundReport};
 use dynaflux_actors::membership::{self, MembershipConfig, NodeState};
-use dynaflux_actors::ownership::{Ownership, OwnershipConfig};
+use dynaflux_actors::ownership::{Ownership, OwnershipConfig, KEY_REPLACES, REMOVED_PREFIX};
+use dynaflux_actors::streaming::{MoveStatus, Streaming, StreamingConfig, StreamingStats};
 use dynaflux_actors::rpc::{self, Client, ServerStats};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -81,6 +82,13 @@ pub struct Cluster {
     tombstones: Arc<tombstones::TombstoneBook>,
     /// `anti_entropy.tombstone_grace`.
     tombstone_grace: Duration,
+    streaming: Arc<StreamingStats>,
+    /// Becomes true when this node has left the cluster (decommissioned):
+    /// the process then stops.
+    left: watch::Receiver<bool>,
+    /// A joining node copies the series index from a peer before it
+    /// serves: until then it could not plan a query.
+    catalog_needed: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -101,6 +109,21 @@ pub struct Status {
     pub write_consistency: String,
     pub read_consistency: String,
     pub members: Vec<MemberStatus>,
+    /// Digest of the ring plan this node routes by (the same on every node
+    /// once gossip has settled).
+    pub plan: String,
+    /// Whether ownership is moving (a join, decommission, removal or
+    /// replacement under way).
+    pub moving: bool,
+    /// Members that serve reads.
+    pub current: Vec<String>,
+    /// Members that will hold data once the moves are done.
+    pub future: Vec<String>,
+    /// Members that stream partitions in for the move under way.
+    pub gainers: Vec<String>,
+    /// This node's latest stream (partitions and bytes done and left,
+    /// rate, estimated time).
+    pub streaming: Option<MoveStatus>,
     pub local: LocalStats,
 }
 
@@ -111,12 +134,21 @@ pub struct MemberStatus {
     pub live: bool,
     pub http_addr: SocketAddr,
     pub rpc_addr: SocketAddr,
+    /// The plan whose new partitions this member holds.
+    pub synced: Option<String>,
 }
 
 /// This node's own counters.
 #[derive(Debug, Serialize)]
 pub struct LocalStats {
     pub points_stored: u64,
+    /// The points this node holds now (resolved; with `?points=true`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub points_held: Option<u64>,
+    /// Points deleted by cleanup after moves, since start.
+    pub points_cleaned: u64,
+    /// Members removed by `cluster.offline_threshold`, since start.
+    pub auto_removals: u64,
     /// Aggregates and filters computed here for other nodes' queries.
     pub pushdowns_served: u64,
     /// Hinted handoff queues held here, by target node.
@@ -226,6 +258,34 @@ impl Prepared {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
+        let members_file = config.node.data_dir.join("cluster_members.json");
+        let has_seeds = has_other_seeds(&config.cluster.seeds, config.cluster.gossip_bind);
+        let remembered = dynaflux_actors::ownership::load_members(&members_file);
+        let (state, mut keys) = match remembered.get(node_id) {
+            Some(me) => (me.state, me.keys.clone()),
+            // A new node with peers joins them: it takes no reads before
+            // its ranges are in.
+            None if has_seeds || !remembered.is_empty() => {
+                (NodeState::Joining, std::collections::BTreeMap::new())
+            }
+            None => (NodeState::Normal, std::collections::BTreeMap::new()),
+        };
+        if state == NodeState::Left {
+            anyhow::bail!(
+                "node {node_id} has left the cluster (decommissioned); to start it again as a new member, wipe its data directory ({})",
+                config.node.data_dir.display()
+            );
+        }
+        match (&config.cluster.replace, remembered.get(node_id)) {
+            (Some(target), None) => {
+                keys.insert(KEY_REPLACES.to_string(), target.clone());
+            }
+            (Some(target), Some(_)) if keys.get(KEY_REPLACES) != Some(target) => {
+                tracing::warn!(%target, "cluster.replace ignored: this node has joined the cluster already");
+            }
+            _ => {}
+        }
+        let catalog_needed = state == NodeState::Joining;
         let membership = membership::start(MembershipConfig {
             node_id: node_id.to_string(),
             generation,
@@ -237,7 +297,8 @@ impl Prepared {
             gossip_interval: GOSSIP_INTERVAL,
             rpc_addr,
             http_addr: config.http.bind,
-            state: NodeState::Normal,
+            state,
+            keys,
         })
         .await?;
         let rf = usize::try_from(config.cluster.replication_factor).unwrap_or(3);
@@ -248,8 +309,9 @@ impl Prepared {
                 http_addr: config.http.bind,
                 rf,
                 vnodes: config.cluster.vnodes,
-                members_file: config.node.data_dir.join("cluster_members.json"),
-                has_seeds: has_other_seeds(&config.cluster.seeds, config.cluster.gossip_bind),
+                members_file,
+                has_seeds,
+                state,
             },
             membership.snapshots.clone(),
         );
@@ -258,20 +320,46 @@ impl Prepared {
             Client::new(node_id.to_string(), secret, config.cluster.rpc_timeout)
                 .with_local_ip(rpc_addr.ip()),
         );
+        let transport = || {
+            Arc::new(repair::RpcTransport {
+                node_id: node_id.to_string(),
+                client: client.clone(),
+                topology: topology.clone(),
+                storage: storage.clone(),
+                tombstones: tombstones.clone(),
+            })
+        };
         let driver = Arc::new(
             anti_entropy::Driver::new(
                 Arc::new(storage.clone()),
-                Arc::new(repair::RpcTransport {
-                    node_id: node_id.to_string(),
-                    client: client.clone(),
-                    topology: topology.clone(),
-                    storage: storage.clone(),
-                    tombstones: tombstones.clone(),
-                }),
+                transport(),
                 config.anti_entropy.rate_limit.as_u64(),
             )
             .with_settle(config.anti_entropy.settle),
         );
+        let (left_sender, left) = watch::channel(false);
+        let streaming = Streaming::new(
+            StreamingConfig {
+                node_id: node_id.to_string(),
+                cleanup_delay: config.cluster.cleanup_delay,
+                offline_threshold: config.cluster.offline_threshold,
+                tick: Duration::from_millis(250),
+            },
+            topology.clone(),
+            membership.addr.clone(),
+            Arc::new(anti_entropy::Driver::new(
+                Arc::new(storage.clone()),
+                transport(),
+                config.streaming.rate_limit.as_u64(),
+            )),
+            Arc::new(storage.clone()),
+            runtime.handle().clone(),
+            Box::new(move || {
+                let _ = left_sender.send(true);
+            }),
+        );
+        let streaming_stats = streaming.stats.clone();
+        actix::Actor::start(streaming);
         let ae_stats = driver.stats.clone();
         let ae_actor = actix::Actor::start(AntiEntropy::new(
             driver,
@@ -317,6 +405,9 @@ impl Prepared {
             read_repair_enabled: config.anti_entropy.read_repair,
             tombstones,
             tombstone_grace: config.anti_entropy.tombstone_grace,
+            streaming: streaming_stats,
+            left,
+            catalog_needed: std::sync::atomic::AtomicBool::new(catalog_needed),
         };
         let cluster = Arc::new(cluster);
         runtime.spawn(schema_exchange(Arc::downgrade(&cluster)));
@@ -335,15 +426,114 @@ impl Cluster {
     /// answers `/write` with 503 (its ring may be a ring of one, and a
     /// write acknowledged then could live on this disk alone).
     pub fn ready(&self) -> bool {
+        self.readiness().is_ok()
+    }
+
+    /// Why this node does not take writes yet, if it does not.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        use std::sync::atomic::Ordering::Acquire;
         let topology = self.topology();
         if !topology.ready {
-            return false;
+            return Err("cluster not ready: waiting for peers");
         }
-        let alone = topology.members.len() == 1;
-        alone
-            || self
-                .schema_synced
-                .load(std::sync::atomic::Ordering::Acquire)
+        if topology.removed.contains(&self.node_id) || topology.removing.contains(&self.node_id) {
+            return Err("this node has been removed from the cluster");
+        }
+        if topology.members.len() == 1 {
+            return Ok(());
+        }
+        if topology.ring.members().is_empty() {
+            return Err("cluster not ready: no member has finished joining");
+        }
+        if !self.schema_synced.load(Acquire) || self.catalog_needed.load(Acquire) {
+            return Err("cluster not ready: copying the schema from a peer");
+        }
+        Ok(())
+    }
+
+    /// This node's state, as gossiped.
+    pub fn state(&self) -> NodeState {
+        self.topology()
+            .members
+            .get(&self.node_id)
+            .map_or(NodeState::Normal, |m| m.state)
+    }
+
+    /// Becomes true once this node has left the cluster.
+    pub fn left_signal(&self) -> watch::Receiver<bool> {
+        self.left.clone()
+    }
+
+    /// Start handing this node's ranges off: it becomes `leaving`, then
+    /// `left` once every range is held by its new owners, and stops.
+    pub fn decommission(&self) -> Result<(), (u16, String)> {
+        let topology = self.topology();
+        match self.state() {
+            NodeState::Leaving | NodeState::Left => return Ok(()),
+            NodeState::Joining => {
+                return Err((
+                    409,
+                    "this node is still joining; wait until it is normal".into(),
+                ))
+            }
+            NodeState::Normal => {}
+        }
+        let others = topology
+            .future
+            .members()
+            .iter()
+            .filter(|id| **id != self.node_id)
+            .count();
+        if others == 0 {
+            return Err((
+                409,
+                "this is the only member: there is nobody to hand its data to".into(),
+            ));
+        }
+        tracing::warn!(node = %self.node_id, "decommission: leaving the cluster, handing every range off");
+        self.membership.do_send(membership::SetState(NodeState::Leaving));
+        Ok(())
+    }
+
+    /// Take the dead member `id` out of the ring; the other replicas of its
+    /// ranges copy them to their new owners.
+    pub fn remove(&self, id: &str) -> Result<String, (u16, String)> {
+        let topology = self.topology();
+        let Some(member) = topology.members.get(id) else {
+            return Err((404, format!("no member {id:?} in this cluster")));
+        };
+        if id == self.node_id {
+            return Err((
+                409,
+                format!("{id} is the node you asked; to take it out, decommission it"),
+            ));
+        }
+        if topology.removed.contains(id) {
+            return Ok(format!("{id} was removed already"));
+        }
+        if topology.removing.contains(id) {
+            return Ok(format!("{id} is being removed"));
+        }
+        if member.state == NodeState::Left {
+            return Ok(format!("{id} has left the cluster already"));
+        }
+        if member.live {
+            return Err((
+                409,
+                format!("{id} is live: decommission it instead (dynaflux cluster decommission --url http://{})", member.http_addr),
+            ));
+        }
+        tracing::warn!(node = %id, "remove: taking a dead member out of the ring; its ranges are copied to their new owners");
+        self.membership.do_send(membership::SetKeys(vec![(
+            format!("{REMOVED_PREFIX}{id}"),
+            Some("removing".to_string()),
+        )]));
+        Ok(format!("{id} is being removed"))
+    }
+
+    /// The current move as this node streams it, if any.
+    pub fn move_status(&self) -> Option<MoveStatus> {
+        self.streaming.status.lock().clone()
     }
 
     /// Run an anti-entropy round with every live peer now (after the one
@@ -400,7 +590,9 @@ impl Cluster {
             .collect()
     }
 
-    pub fn status(&self) -> Status {
+    /// What `/cluster` shows; `points`: also count the points held here
+    /// (reads every Merkle leaf).
+    pub fn status(&self, points: bool) -> Status {
         let topology = self.topology();
         Status {
             node: self.node_id.clone(),
@@ -413,14 +605,40 @@ impl Cluster {
                 .iter()
                 .map(|(id, member)| MemberStatus {
                     id: id.clone(),
-                    state: member.state.clone(),
+                    state: if topology.removed.contains(id) {
+                        "removed".to_string()
+                    } else if topology.removing.contains(id) {
+                        "removing".to_string()
+                    } else {
+                        member.state.to_string()
+                    },
                     live: member.live,
                     http_addr: member.http_addr,
                     rpc_addr: member.rpc_addr,
+                    synced: member.keys.get(dynaflux_actors::ownership::KEY_SYNCED).cloned(),
                 })
                 .collect(),
+            plan: format!("{:016x}", topology.plan),
+            moving: topology.moving(),
+            current: topology.ring.members().to_vec(),
+            future: topology.future.members().to_vec(),
+            gainers: if topology.moving() {
+                topology.gainers()
+            } else {
+                Vec::new()
+            },
+            streaming: self.move_status(),
             local: LocalStats {
                 points_stored: self.storage.points_stored(),
+                points_held: points.then(|| self.storage.points_held().unwrap_or(0)),
+                points_cleaned: self
+                    .streaming
+                    .points_cleaned
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                auto_removals: self
+                    .streaming
+                    .auto_removals
+                    .load(std::sync::atomic::Ordering::Relaxed),
                 pushdowns_served: self
                     .partials_served
                     .load(std::sync::atomic::Ordering::Relaxed),
@@ -877,6 +1095,13 @@ fn handle_blocking(
             )
             .map(Response::Rows)
         }
+        Request::Catalog => {
+            let mut out = Vec::new();
+            for db in storage.database_names() {
+                out.push((db.clone(), storage.catalog_series(&db).map_err(|e| e.to_string())?));
+            }
+            Ok(Response::Catalog(out))
+        }
         Request::Schema(theirs) => {
             book.merge(storage, &theirs);
             Ok(Response::Schema(book.snapshot()))
@@ -993,11 +1218,52 @@ async fn exchange_schema(
     }
 }
 
+/// Copy every series of every database from the member at `address` into
+/// this node's index (a joining node plans queries over every series).
+async fn copy_catalog(cluster: &Arc<Cluster>, address: SocketAddr) -> bool {
+    match cluster.client.call(address, Request::Catalog).await {
+        Ok(Response::Catalog(databases)) => {
+            let storage = cluster.storage.clone();
+            let count: usize = databases.iter().map(|(_, series)| series.len()).sum();
+            let registered = tokio::task::spawn_blocking(move || {
+                for (db, series) in databases {
+                    if !storage.database_exists(&db) {
+                        continue;
+                    }
+                    storage.register_series(&db, &series)?;
+                }
+                Ok::<_, storage::StorageError>(())
+            })
+            .await;
+            match registered {
+                Ok(Ok(())) => {
+                    tracing::info!(%address, series = count, "copied the series index from a peer");
+                    true
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(%address, %error, "copying the series index failed");
+                    false
+                }
+                Err(error) => {
+                    tracing::warn!(%address, %error, "copying the series index failed");
+                    false
+                }
+            }
+        }
+        Ok(_) => false,
+        Err(error) => {
+            tracing::debug!(%address, %error, "catalog copy failed");
+            false
+        }
+    }
+}
+
 /// Every few seconds, exchange schemas with the next live member in turn:
 /// how a node that missed a statement catches up. Until the first exchange
 /// succeeded (the node is not ready before), it tries every 50 ms.
 async fn schema_exchange(cluster: std::sync::Weak<Cluster>) {
     let mut turn = 0usize;
+    let mut recopy = false;
     let mut last = tokio::time::Instant::now();
     let mut last_purge = last;
     loop {
@@ -1034,6 +1300,31 @@ async fn schema_exchange(cluster: std::sync::Weak<Cluster>) {
         }
         turn = turn.wrapping_add(1);
         let address = peers[turn % peers.len()];
+        // Once joined, copy the index once more: a series a peer created
+        // before it routed writes here too was not registered here.
+        match cluster.state() {
+            NodeState::Joining => recopy = true,
+            NodeState::Normal if recopy => {
+                if copy_catalog(&cluster, address).await {
+                    recopy = false;
+                }
+            }
+            _ => {}
+        }
+        if cluster
+            .catalog_needed
+            .load(std::sync::atomic::Ordering::Acquire)
+            && cluster
+                .schema_synced
+                .load(std::sync::atomic::Ordering::Acquire)
+        {
+            if copy_catalog(&cluster, address).await {
+                cluster
+                    .catalog_needed
+                    .store(false, std::sync::atomic::Ordering::Release);
+            }
+            continue;
+        }
         if exchange_schema(
             cluster.client.clone(),
             address,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::schema::SchemaState;
 use super::tombstones::Tombstone;
 use crate::lineproto::Precision;
-use crate::storage::{Take, Value};
+use crate::storage::{CatalogSeries, Take, Value};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Request {
@@ -60,6 +60,9 @@ pub enum Request {
     Tombstone(Tombstone),
     /// The sender's tombstones: apply the new ones, answer with ours.
     Tombstones(Vec<Tombstone>),
+    /// Every series of every database, with their measurements' fields:
+    /// what a joining node copies to index every series.
+    Catalog,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -88,6 +91,8 @@ pub enum Response {
     Done,
     AntiEntropy(AeResponse),
     Tombstones(Vec<Tombstone>),
+    /// Per database, its series.
+    Catalog(Vec<(String, Vec<CatalogSeries>)>),
 }
 
 /// What a coordinator asks a replica to aggregate.

@@ -66,7 +66,10 @@ impl Cluster {
         level: WriteConsistency,
     ) -> Result<WriteOutcome, WriteFailure> {
         let topology = self.topology();
-        let ring = &topology.ring;
+        // Counted until the write is answered: a new plan is announced
+        // only once no write routed by an older one is in flight.
+        let _inflight = Inflight::new(&topology.inflight);
+        let ring = &topology.placement;
         if ring.members().len() <= 1 {
             // A cluster of one is a node.
             return Ok(self.storage.write(db, rp, points)?);
@@ -87,7 +90,7 @@ impl Cluster {
             work.insert(member.as_str(), (Vec::new(), Vec::new()));
         }
         for (index, point) in points.iter().enumerate() {
-            let Some(replicas) = ring.sets().get(sets[index]) else {
+            let Some(replicas) = ring.sets().get(sets[index]).map(|set| &set.targets) else {
                 continue;
             };
             for (member, (values, index_only)) in work.iter_mut() {
@@ -194,10 +197,11 @@ impl Cluster {
             .collect();
         let decide = |replies: &HashMap<String, Reply>| -> Option<Result<(), String>> {
             let mut waiting = false;
-            for set in &used {
-                let Some(replicas) = ring.sets().get(*set) else {
-                    continue;
-                };
+            let groups = used
+                .iter()
+                .filter_map(|set| ring.sets().get(*set))
+                .flat_map(|set| set.groups.iter());
+            for replicas in groups {
                 let need = required(level, replicas.len());
                 let acked = replicas
                     .iter()
@@ -277,8 +281,8 @@ impl Cluster {
         if wait_all {
             // `any`: every point needs a replica that took it or a hint for one.
             let covered = used.iter().all(|set| {
-                ring.sets().get(*set).is_none_or(|replicas| {
-                    replicas.iter().any(|r| {
+                ring.sets().get(*set).is_none_or(|set| {
+                    set.targets.iter().any(|r| {
                         hinted.contains(r) || matches!(replies.get(r.as_str()), Some(Ok(_)))
                     })
                 })
@@ -325,6 +329,22 @@ impl Cluster {
             }
         }
         Ok(outcome)
+    }
+}
+
+/// Counts a write in flight on its topology for as long as it lives.
+struct Inflight<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Inflight<'a> {
+    fn new(counter: &'a std::sync::atomic::AtomicUsize) -> Inflight<'a> {
+        counter.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Inflight(counter)
+    }
+}
+
+impl Drop for Inflight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 

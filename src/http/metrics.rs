@@ -211,7 +211,7 @@ pub async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
         .leaves_rehashed
         .set(int(state.storage.leaves_rehashed()));
     if let Some(cluster) = &state.cluster {
-        let status = cluster.status();
+        let status = cluster.status(false);
         metrics.hints_replayed.set(int(status.local.hints_replayed));
         metrics.hints_dropped.set(int(status.local.hints_dropped));
         metrics

@@ -58,6 +58,8 @@ pub fn configure(state: Arc<ApiState>) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/health", web::get().to(ping::health))
             .route("/cluster", web::get().to(cluster_status))
             .route("/cluster/repair", web::post().to(cluster_repair))
+            .route("/cluster/decommission", web::post().to(cluster_decommission))
+            .route("/cluster/remove", web::post().to(cluster_remove))
             .route("/metrics", web::get().to(metrics::metrics));
     }
 }
@@ -65,9 +67,20 @@ pub fn configure(state: Arc<ApiState>) -> impl FnOnce(&mut web::ServiceConfig) {
 /// Build the app with the standard headers middleware. Used by the node and by tests.
 /// `GET /cluster`: members, liveness, addresses, ring settings and this
 /// node's own counters, as JSON.
-async fn cluster_status(state: web::Data<ApiState>) -> actix_web::HttpResponse {
+async fn cluster_status(
+    state: web::Data<ApiState>,
+    query: web::Query<std::collections::HashMap<String, String>>,
+) -> actix_web::HttpResponse {
+    let points = query.get("points").is_some_and(|v| v == "true" || v == "1");
     match &state.cluster {
-        Some(cluster) => actix_web::HttpResponse::Ok().json(cluster.status()),
+        Some(cluster) => {
+            let cluster = cluster.clone();
+            match web::block(move || cluster.status(points)).await {
+                Ok(status) => actix_web::HttpResponse::Ok().json(status),
+                Err(error) => actix_web::HttpResponse::InternalServerError()
+                    .json(serde_json::json!({ "error": error.to_string() })),
+            }
+        }
         None => actix_web::HttpResponse::NotFound().json(serde_json::json!({
             "error": "this node runs without the cluster machinery"
         })),
@@ -87,6 +100,45 @@ async fn cluster_repair(state: web::Data<ApiState>) -> actix_web::HttpResponse {
             "error": "this node runs without the cluster machinery"
         })),
     }
+}
+
+/// `POST /cluster/decommission`: this node hands its ranges off, leaves
+/// the ring and stops.
+async fn cluster_decommission(state: web::Data<ApiState>) -> actix_web::HttpResponse {
+    match &state.cluster {
+        Some(cluster) => match cluster.decommission() {
+            Ok(()) => actix_web::HttpResponse::Accepted().json(serde_json::json!({
+                "node": cluster.node_id,
+                "state": "leaving",
+            })),
+            Err((code, error)) => error_json(code, &error),
+        },
+        None => error_json(404, "this node runs without the cluster machinery"),
+    }
+}
+
+/// `POST /cluster/remove?node=ID`: take a dead member out of the ring.
+async fn cluster_remove(
+    state: web::Data<ApiState>,
+    query: web::Query<std::collections::HashMap<String, String>>,
+) -> actix_web::HttpResponse {
+    let Some(cluster) = &state.cluster else {
+        return error_json(404, "this node runs without the cluster machinery");
+    };
+    let Some(node) = query.get("node").filter(|n| !n.is_empty()) else {
+        return error_json(400, "missing parameter: node (the id of the member to remove)");
+    };
+    match cluster.remove(node) {
+        Ok(message) => actix_web::HttpResponse::Accepted()
+            .json(serde_json::json!({ "node": node, "message": message })),
+        Err((code, error)) => error_json(code, &error),
+    }
+}
+
+fn error_json(code: u16, error: &str) -> actix_web::HttpResponse {
+    let status = actix_web::http::StatusCode::from_u16(code)
+        .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
+    actix_web::HttpResponse::build(status).json(serde_json::json!({ "error": error }))
 }
 
 pub fn app(

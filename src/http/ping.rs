@@ -19,14 +19,16 @@ pub async fn ping(request: HttpRequest) -> HttpResponse {
 /// `status: fail` while the node waits for its peers (it refuses writes
 /// then), so that a load balancer sends it nothing yet.
 pub async fn health(state: web::Data<ApiState>) -> HttpResponse {
-    if state
-        .cluster
-        .as_ref()
-        .is_some_and(|cluster| !cluster.ready())
-    {
+    let not_ready = state.cluster.as_ref().and_then(|cluster| {
+        cluster.readiness().err().or_else(|| {
+            (cluster.state() == dynaflux_actors::NodeState::Joining)
+                .then_some("joining: streaming its ranges in before it serves reads for them")
+        })
+    });
+    if let Some(message) = not_ready {
         return HttpResponse::ServiceUnavailable().json(serde_json::json!({
             "name": "dynaflux",
-            "message": "cluster not ready: waiting for peers",
+            "message": message,
             "status": "fail",
             "checks": [],
             "version": INFLUXDB_VERSION,

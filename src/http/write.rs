@@ -48,10 +48,8 @@ async fn write_inner(
     };
     let cluster = state.cluster.clone();
     let storage = state.storage.clone();
-    if cluster.as_ref().is_some_and(|cluster| !cluster.ready()) {
-        return Err(ApiError::Unavailable(
-            "cluster not ready: waiting for peers".into(),
-        ));
+    if let Some(Err(why)) = cluster.as_ref().map(|cluster| cluster.readiness()) {
+        return Err(ApiError::Unavailable(why.into()));
     }
     if !storage.database_exists(&database) {
         return Err(ApiError::NotFound(format!(

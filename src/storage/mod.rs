@@ -221,6 +221,14 @@ pub struct SeriesInfo {
     pub key: String,
 }
 
+/// One series of a database's catalog with its measurement's fields.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CatalogSeries {
+    pub measurement: String,
+    pub tags: Vec<(String, String)>,
+    pub fields: Vec<(String, FieldType)>,
+}
+
 /// The outcome of a write that was (at least partly) accepted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriteOutcome {
@@ -492,6 +500,84 @@ impl Storage {
     }
 
     /// Points this node has stored since it started.
+    /// Every series of `db` with its measurement's fields: what a node that
+    /// joins copies so that it plans queries over series it holds no
+    /// points of (every node indexes every series).
+    pub fn catalog_series(&self, db: &str) -> Result<Vec<CatalogSeries>, StorageError> {
+        let mut out = Vec::new();
+        for measurement in self.measurements(db)? {
+            let fields: Vec<(String, FieldType)> = self
+                .field_types(db, &measurement)?
+                .into_iter()
+                .collect();
+            if fields.is_empty() {
+                continue;
+            }
+            for series in self.series(db, &measurement)? {
+                out.push(CatalogSeries {
+                    measurement: measurement.clone(),
+                    tags: series.tags,
+                    fields: fields.clone(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Register `series` (from a peer's [`Storage::catalog_series`]) in
+    /// the index, without points.
+    pub fn register_series(&self, db: &str, series: &[CatalogSeries]) -> Result<(), StorageError> {
+        use std::borrow::Cow;
+        let points: Vec<crate::lineproto::Point<'_>> = series
+            .iter()
+            .enumerate()
+            .map(|(line, entry)| crate::lineproto::Point {
+                measurement: Cow::Borrowed(entry.measurement.as_str()),
+                tags: entry
+                    .tags
+                    .iter()
+                    .map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v.as_str())))
+                    .collect(),
+                fields: entry
+                    .fields
+                    .iter()
+                    .map(|(name, kind)| {
+                        let value = match kind {
+                            FieldType::Float => crate::lineproto::FieldValue::Float(0.0),
+                            FieldType::Integer => crate::lineproto::FieldValue::Integer(0),
+                            FieldType::Unsigned => crate::lineproto::FieldValue::Unsigned(0),
+                            FieldType::String => {
+                                crate::lineproto::FieldValue::String(Cow::Borrowed(""))
+                            }
+                            FieldType::Boolean => crate::lineproto::FieldValue::Boolean(false),
+                        };
+                        (Cow::Borrowed(name.as_str()), value)
+                    })
+                    .collect(),
+                timestamp: 0,
+                line: line + 1,
+                text: "",
+            })
+            .collect();
+        for chunk in points.chunks(10_000) {
+            self.write_with(
+                db,
+                None,
+                chunk,
+                WriteOptions {
+                    version: Some(self.next_version()),
+                    values: false,
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The points this node holds now (every shard group, resolved).
+    pub fn points_held(&self) -> Result<u64, StorageError> {
+        self.engine.points_held()
+    }
+
     pub fn points_stored(&self) -> u64 {
         self.engine.points_stored()
     }
@@ -623,5 +709,13 @@ impl dynaflux_actors::RangeStore for Storage {
         rows: Vec<dynaflux_actors::Row>,
     ) -> Result<(), StorageError> {
         self.engine.ae_apply_rows(shard_group, rows)
+    }
+
+    fn drop_partitions(
+        &self,
+        shard_group: &str,
+        partitions: &dynaflux_actors::PartitionSet,
+    ) -> Result<u64, StorageError> {
+        self.engine.ae_drop_partitions(shard_group, partitions)
     }
 }

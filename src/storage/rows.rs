@@ -786,6 +786,61 @@ impl Engine {
         Ok(rows)
     }
 
+    /// Cleanup after a move: delete every point of `partitions` of a shard
+    /// group (this node no longer holds them). The series stay in the
+    /// index: every node indexes every series. Answers the points deleted.
+    pub fn ae_drop_partitions(
+        &self,
+        name: &str,
+        partitions: &PartitionSet,
+    ) -> Result<u64, StorageError> {
+        let Some((_, _, shard)) = self.shard_of_name(name) else {
+            return Ok(0);
+        };
+        self.flush()?;
+        let _flush = self.flush_lock.lock();
+        let Some(keyspace) = self.shards.read().get(&shard).cloned() else {
+            return Ok(0);
+        };
+        let mut dropped = 0u64;
+        let mut batch = self.db.batch();
+        for partition in partitions.iter() {
+            let tokens = partition_tokens(partition);
+            let from = tokens.start().to_be_bytes();
+            let items = if *tokens.end() == u64::MAX {
+                keyspace.range(from.to_vec()..)
+            } else {
+                let to = (tokens.end() + 1).to_be_bytes();
+                keyspace.range(from.to_vec()..to.to_vec())
+            };
+            for item in items {
+                let (key, value) = item.into_inner().map_err(engine_error)?;
+                dropped += block::decode(&value).map_or(0, |column| column.len() as u64);
+                batch.remove(&keyspace, key);
+            }
+        }
+        batch.commit().map_err(engine_error)?;
+        self.leaves.lock().forget(|s| *s == shard);
+        self.db
+            .persist(fjall::PersistMode::SyncAll)
+            .map_err(engine_error)?;
+        Ok(dropped)
+    }
+
+    /// The points this node holds (resolved, every shard group): the sum
+    /// of its Merkle leaves' counts.
+    pub fn points_held(&self) -> Result<u64, StorageError> {
+        let mut total = 0;
+        for name in self.ae_shard_groups() {
+            total += self
+                .ae_leaves(&name, &PartitionSet::all(), u64::MAX)?
+                .iter()
+                .map(|leaf| leaf.count)
+                .sum::<u64>();
+        }
+        Ok(total)
+    }
+
     /// Apply rows (from a peer's [`Engine::ae_scan_partition`]) through the
     /// write path, each point with its own version.
     pub fn ae_apply_rows(&self, name: &str, rows: Vec<Row>) -> Result<(), StorageError> {

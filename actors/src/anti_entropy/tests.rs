@@ -91,6 +91,16 @@ impl RangeStore for MemoryStore {
         }
         Ok(())
     }
+
+    fn drop_partitions(&self, group: &str, partitions: &PartitionSet) -> Result<u64, Self::Error> {
+        let mut groups = self.groups.lock();
+        let Some(rows) = groups.get_mut(group) else {
+            return Ok(0);
+        };
+        let before = rows.len();
+        rows.retain(|_, row| !partitions.contains(partition_of(row.token)));
+        Ok((before - rows.len()) as u64)
+    }
 }
 
 /// Calls the other store's [`serve`] directly.
