@@ -151,6 +151,23 @@ pub fn status(url: &str) -> Result<String, String> {
         ));
     }
     out.push_str(&format!(
+        "ring plan {}{}\n",
+        body["plan"].as_str().unwrap_or("?"),
+        if body["moving"] == true {
+            format!(
+                ": moving; current {}, future {}, streaming to {}",
+                names(&body["current"]),
+                names(&body["future"]),
+                names(&body["gainers"])
+            )
+        } else {
+            ": stable".to_string()
+        }
+    ));
+    if let Some(line) = move_summary(&body["streaming"]) {
+        out.push_str(&format!("  this node's last stream: {line}\n"));
+    }
+    out.push_str(&format!(
         "points stored here: {}\n",
         body["local"]["points_stored"]
     ));
@@ -235,4 +252,154 @@ pub fn repair(url: &str) -> Result<String, String> {
         return Err(summary);
     }
     Ok(summary)
+}
+
+fn names(list: &serde_json::Value) -> String {
+    let names: Vec<&str> = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str())
+        .collect();
+    if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// One line for a node's stream (`/cluster` `streaming`), if any.
+fn move_summary(stream: &serde_json::Value) -> Option<String> {
+    if !stream.is_object() {
+        return None;
+    }
+    let mut line = format!(
+        "plan {}: {} of {} partitions, {} rows, {:.1} MB in {:.1}s ({:.1} MB/s)",
+        stream["plan"].as_str().unwrap_or("?"),
+        stream["partitions_done"],
+        stream["partitions_total"],
+        stream["rows_received"],
+        stream["bytes_received"].as_f64().unwrap_or(0.0) / 1e6,
+        stream["elapsed_ms"].as_f64().unwrap_or(0.0) / 1000.0,
+        stream["rate"].as_f64().unwrap_or(0.0) / 1e6,
+    );
+    if stream["done"] == true {
+        line.push_str(", done");
+    } else if let Some(eta) = stream["eta_seconds"].as_u64() {
+        line.push_str(&format!(", about {eta}s left"));
+    }
+    if let Some(error) = stream["error"].as_str() {
+        line.push_str(&format!(", last error: {error}"));
+    }
+    Some(line)
+}
+
+fn get_cluster(url: &str) -> Result<serde_json::Value, String> {
+    let url = format!("{}/cluster", url.trim_end_matches('/'));
+    let text = ureq::get(&url)
+        .timeout(Duration::from_secs(10))
+        .call()
+        .map_err(|e| format!("{url}: {e}"))?
+        .into_string()
+        .map_err(|e| format!("{url}: {e}"))?;
+    serde_json::from_str(&text).map_err(|e| format!("{url}: not JSON: {e}"))
+}
+
+fn post(url: &str) -> Result<serde_json::Value, String> {
+    let response = ureq::post(url).timeout(Duration::from_secs(30)).call();
+    let text = match response {
+        Ok(response) => response.into_string().map_err(|e| format!("{url}: {e}"))?,
+        Err(ureq::Error::Status(_, response)) => {
+            let body = response.into_string().unwrap_or_default();
+            let message = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or(body);
+            return Err(message);
+        }
+        Err(error) => return Err(format!("{url}: {error}")),
+    };
+    serde_json::from_str(&text).map_err(|e| format!("{url}: not JSON: {e}"))
+}
+
+/// Progress of a move as every gainer streams it, from `body` (`/cluster`).
+fn progress_line(body: &serde_json::Value) -> String {
+    let members = body["members"].as_array().cloned().unwrap_or_default();
+    let states: Vec<String> = members
+        .iter()
+        .map(|m| {
+            format!(
+                "{} {}{}",
+                m["id"].as_str().unwrap_or("?"),
+                m["state"].as_str().unwrap_or("?"),
+                if m["live"] == true { "" } else { " (down)" }
+            )
+        })
+        .collect();
+    format!(
+        "{}; streaming to {}",
+        states.join(", "),
+        names(&body["gainers"])
+    )
+}
+
+/// `dynaflux cluster decommission`: the node at `url` hands its ranges off
+/// and stops; prints progress until it has left.
+pub fn decommission(url: &str) -> Result<String, String> {
+    let base = url.trim_end_matches('/');
+    let node = get_cluster(base)?["node"]
+        .as_str()
+        .unwrap_or("?")
+        .to_string();
+    post(&format!("{base}/cluster/decommission"))?;
+    println!("{node}: leaving; its ranges stream to their new owners");
+    let started = std::time::Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        match get_cluster(base) {
+            Ok(body) => {
+                let mine = body["streaming"].clone();
+                println!(
+                    "[{:>4}s] {}{}",
+                    started.elapsed().as_secs(),
+                    progress_line(&body),
+                    move_summary(&mine)
+                        .map(|line| format!("\n        {line}"))
+                        .unwrap_or_default()
+                );
+            }
+            // The node stops once it has left.
+            Err(_) => return Ok(format!("{node} has left the cluster and stopped\n")),
+        }
+    }
+}
+
+/// `dynaflux cluster remove`: take the dead member `id` out of the ring
+/// (asking the node at `url`); prints progress until its ranges have their
+/// copies again.
+pub fn remove(url: &str, id: &str) -> Result<String, String> {
+    let base = url.trim_end_matches('/');
+    let mut serializer = form_urlencoded::Serializer::new(String::new());
+    serializer.append_pair("node", id);
+    post(&format!("{base}/cluster/remove?{}", serializer.finish()))?;
+    println!("{id}: being removed; its ranges are copied to their new owners");
+    let started = std::time::Instant::now();
+    loop {
+        let body = get_cluster(base)?;
+        let state = body["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["id"] == id)
+            .and_then(|m| m["state"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        if state == "removed" && body["moving"] == false {
+            return Ok(format!(
+                "{id} is removed; every range it held has its copies again ({}s)\n",
+                started.elapsed().as_secs()
+            ));
+        }
+        println!("[{:>4}s] {}", started.elapsed().as_secs(), progress_line(&body));
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }

@@ -69,9 +69,34 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:8086")]
         url: String,
     },
+    /// Grow and shrink the cluster: decommission a node, remove a dead one.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
 }
 
 /// Exit code for a configuration error, as operators' scripts expect.
+#[derive(Subcommand)]
+enum ClusterAction {
+    /// Make the node at URL hand every range it holds to the nodes that
+    /// take it over, leave the ring and stop; prints progress until done.
+    Decommission {
+        /// The HTTP address of the node to decommission.
+        #[arg(long)]
+        url: String,
+    },
+    /// Take a dead node out of the ring: the other replicas of its ranges
+    /// copy them to their new owners. Refused while the node is live.
+    Remove {
+        /// The HTTP address of any live node.
+        #[arg(long, default_value = "http://127.0.0.1:8086")]
+        url: String,
+        /// The id of the dead node.
+        node_id: String,
+    },
+}
+
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
@@ -115,6 +140,26 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Cluster { action } => {
+            let (name, result) = match action {
+                ClusterAction::Decommission { url } => {
+                    ("decommission", dynaflux::local::decommission(&url))
+                }
+                ClusterAction::Remove { url, node_id } => {
+                    ("remove", dynaflux::local::remove(&url, &node_id))
+                }
+            };
+            match result {
+                Ok(summary) => {
+                    print!("{summary}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("dynaflux cluster {name}: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Serve {
             config,
             http_bind,

@@ -451,6 +451,14 @@ impl Cluster {
         Ok(())
     }
 
+    /// Whether this node indexes every series of the cluster (a joining
+    /// node does once it has copied the index from a peer).
+    pub fn knows_every_series(&self) -> bool {
+        !self
+            .catalog_needed
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// This node's state, as gossiped.
     pub fn state(&self) -> NodeState {
         self.topology()

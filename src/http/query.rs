@@ -36,6 +36,15 @@ pub async fn query(
         .non_empty("q")
         .ok_or_else(|| ApiError::BadRequest("missing required parameter \"q\"".into()))?;
     let parsed = influxql::parse(text).map_err(|error| ApiError::BadRequest(error.to_string()))?;
+    if state
+        .cluster
+        .as_ref()
+        .is_some_and(|cluster| !cluster.knows_every_series())
+    {
+        return Err(ApiError::Unavailable(
+            "cluster not ready: this node is joining and still copying the series index".into(),
+        ));
+    }
     let context = QueryContext {
         database: params.non_empty("db").map(str::to_string),
         retention_policy: params.non_empty("rp").map(str::to_string),

@@ -210,6 +210,36 @@ impl Node {
         }
     }
 
+    /// Wait (with a deadline) for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            let child = self.child.as_mut().expect("running");
+            if let Ok(Some(status)) = child.try_wait() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dynaflux did not exit in time:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        self.child = None;
+        status
+    }
+
+    /// This node's state in its own `/cluster` view.
+    pub fn state_of(&self, id: &str) -> String {
+        self.cluster_status()["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["id"] == id)
+            .and_then(|m| m["state"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+
     /// Set (or replace) an environment variable for the next start.
     pub fn set_env(&mut self, key: &str, value: &str) {
         self.env.retain(|(k, _)| k != key);
@@ -434,6 +464,47 @@ impl TestCluster {
         TestCluster { nodes, _dirs: dirs }
     }
 
+    /// A new node (`node-<n+1>`) seeded with every existing node, with the
+    /// cluster's settings and `env` on top, started (waited for until it
+    /// answers `/ping`); its index.
+    pub fn add_node(&mut self, env: &[(&str, &str)]) -> usize {
+        let index = self.nodes.len();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let seeds: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("{}:{}", n.host, n.gossip_port))
+            .collect();
+        let mut node_env: Vec<(String, String)> = self.nodes[0]
+            .env
+            .iter()
+            .filter(|(k, _)| k != "DYNAFLUX_NODE__ID" && k != "DYNAFLUX_CLUSTER__SEEDS")
+            .cloned()
+            .collect();
+        node_env.push(("DYNAFLUX_NODE__ID".into(), format!("node-{}", index + 1)));
+        node_env.push(("DYNAFLUX_CLUSTER__SEEDS".into(), seeds.join(",")));
+        for (k, v) in env {
+            node_env.retain(|(key, _)| key != k);
+            node_env.push((k.to_string(), v.to_string()));
+        }
+        let host = self.nodes[0].host.clone();
+        let mut node = Node {
+            child: None,
+            env: node_env,
+            port: free_port_on(&host),
+            rpc_port: free_port_on(&host),
+            gossip_port: free_port_on(&host),
+            host,
+            data_dir: dir.path().join("data"),
+            log: dir.path().join("node.log"),
+            _temp: None,
+        };
+        node.spawn();
+        self.nodes.push(node);
+        self._dirs.push(dir);
+        index
+    }
+
     /// Cut nodes `a` and `b` apart, both ways, gossip and RPC (iptables
     /// DROP between their addresses; needs root and
     /// [`TestCluster::start_partitionable`]). Healed when the value drops.
@@ -457,7 +528,11 @@ impl TestCluster {
                 self.nodes
                     .iter()
                     .filter(|node| node.is_running())
-                    .all(|node| node.live_members().len() == live && node.is_healthy())
+                    .all(|node| {
+                        node.live_members().len() == live
+                            && node.is_healthy()
+                            && node.cluster_status()["moving"] == false
+                    })
             },
         );
     }
