@@ -399,7 +399,11 @@ pub fn remove(url: &str, id: &str) -> Result<String, String> {
                 started.elapsed().as_secs()
             ));
         }
-        println!("[{:>4}s] {}", started.elapsed().as_secs(), progress_line(&body));
+        println!(
+            "[{:>4}s] {}",
+            started.elapsed().as_secs(),
+            progress_line(&body)
+        );
         std::thread::sleep(Duration::from_secs(1));
     }
 }

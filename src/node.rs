@@ -65,6 +65,7 @@ pub fn resolve_node_id(data_dir: &Path, configured: Option<&str>) -> Result<Stri
 pub fn run(config: Config) -> Result<(), NodeError> {
     fs::create_dir_all(&config.node.data_dir)?;
     let node_id = resolve_node_id(&config.node.data_dir, config.node.id.as_deref())?;
+    cluster::check_not_left(&config, &node_id).map_err(NodeError::Config)?;
     let storage = Storage::open(StorageOptions {
         data_dir: config.node.data_dir.clone(),
         wal_fsync: config.storage.wal_fsync,

@@ -45,7 +45,11 @@ fn write_at(url: &str, body: &str, consistency: &str) -> u16 {
         "POST",
         &format!(
             "{url}/write?{}",
-            encode(&[("db", "db"), ("precision", "s"), ("consistency", consistency)])
+            encode(&[
+                ("db", "db"),
+                ("precision", "s"),
+                ("consistency", consistency)
+            ])
         ),
         Some((body.as_bytes(), "text/plain")),
     )
@@ -88,9 +92,11 @@ fn a_node_joins_under_load_and_every_answer_stays_right() {
         200,
         "create database"
     );
-    wait_until("the database on every node", Duration::from_secs(30), || {
-        (0..3).all(|i| count(&cluster.url(i), "SELECT count(v) FROM m").is_ok())
-    });
+    wait_until(
+        "the database on every node",
+        Duration::from_secs(30),
+        || (0..3).all(|i| count(&cluster.url(i), "SELECT count(v) FROM m").is_ok()),
+    );
     // The fixed data: 100 series x 3000 points, at RF 2 (quorum = both).
     let mut batch = String::new();
     for t in 0..PER_SERIES {
@@ -107,7 +113,9 @@ fn a_node_joins_under_load_and_every_answer_stays_right() {
         assert_eq!(fixed_count(&cluster.url(i)), Ok(FIXED));
     }
 
-    let urls = Arc::new(Mutex::new((0..3).map(|i| cluster.url(i)).collect::<Vec<_>>()));
+    let urls = Arc::new(Mutex::new(
+        (0..3).map(|i| cluster.url(i)).collect::<Vec<_>>(),
+    ));
     let stop = Arc::new(AtomicBool::new(false));
     let wrong = Arc::new(Mutex::new(Vec::<String>::new()));
     let reads = Arc::new(AtomicU64::new(0));
@@ -160,7 +168,10 @@ fn a_node_joins_under_load_and_every_answer_stays_right() {
                     }
                     // The joiner answers 503 until it has copied the index.
                     Err(e) if joiner && e.starts_with("503") => {}
-                    other => wrong.lock().expect("wrong").push(format!("{url}: {other:?}")),
+                    other => wrong
+                        .lock()
+                        .expect("wrong")
+                        .push(format!("{url}: {other:?}")),
                 }
             }
         }));
@@ -169,9 +180,11 @@ fn a_node_joins_under_load_and_every_answer_stays_right() {
     std::thread::sleep(Duration::from_secs(2));
     let joiner = cluster.add_node(&[]);
     urls.lock().expect("urls").push(cluster.url(joiner));
-    wait_until("node-4 normal on every node", Duration::from_secs(240), || {
-        (0..4).all(|i| cluster.nodes[i].state_of("node-4") == "normal")
-    });
+    wait_until(
+        "node-4 normal on every node",
+        Duration::from_secs(240),
+        || (0..4).all(|i| cluster.nodes[i].state_of("node-4") == "normal"),
+    );
     cluster.wait_live(4);
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::Relaxed);
@@ -192,7 +205,12 @@ fn a_node_joins_under_load_and_every_answer_stays_right() {
     let max_seq = acked.iter().map(|(_, seq)| *seq).max().unwrap_or(0);
     let stored = live_points(&cluster.url(3), max_seq);
     let lost: Vec<_> = acked.difference(&stored).collect();
-    assert!(lost.is_empty(), "{} acknowledged points lost: {:?}", lost.len(), &lost[..lost.len().min(10)]);
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged points lost: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
     let live_total = count(&cluster.url(3), "SELECT count(v) FROM live").expect("count");
     // The new node holds its share: with each original node down in turn,
     // the other three still answer every point.
@@ -200,9 +218,21 @@ fn a_node_joins_under_load_and_every_answer_stays_right() {
         cluster.nodes[down].kill9();
         for i in (0..4).filter(|i| *i != down) {
             let url = cluster.url(i);
-            assert_eq!(fixed_count(&url), Ok(FIXED), "node {} with node {} down", i + 1, down + 1);
+            assert_eq!(
+                fixed_count(&url),
+                Ok(FIXED),
+                "node {} with node {} down",
+                i + 1,
+                down + 1
+            );
             let live = count(&url, "SELECT count(v) FROM live").expect("count");
-            assert_eq!(live, live_total, "node {} with node {} down", i + 1, down + 1);
+            assert_eq!(
+                live,
+                live_total,
+                "node {} with node {} down",
+                i + 1,
+                down + 1
+            );
         }
         cluster.nodes[down].restart();
         cluster.wait_live(4);
@@ -210,17 +240,25 @@ fn a_node_joins_under_load_and_every_answer_stays_right() {
     // Cleanup: the old owners drop what moved, back to RF copies.
     let expected = RF * (FIXED + live_total) as u64;
     let mut held = Vec::new();
-    wait_until("RF x points stored over all nodes", Duration::from_secs(120), || {
-        held = (0..4)
-            .map(|i| {
-                let (_, body) = request("GET", &format!("{}/cluster?points=true", cluster.url(i)), None);
-                serde_json::from_str::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|v| v["local"]["points_held"].as_u64())
-                    .unwrap_or(0)
-            })
-            .collect();
-        held.iter().sum::<u64>() == expected
-    });
+    wait_until(
+        "RF x points stored over all nodes",
+        Duration::from_secs(120),
+        || {
+            held = (0..4)
+                .map(|i| {
+                    let (_, body) = request(
+                        "GET",
+                        &format!("{}/cluster?points=true", cluster.url(i)),
+                        None,
+                    );
+                    serde_json::from_str::<serde_json::Value>(&body)
+                        .ok()
+                        .and_then(|v| v["local"]["points_held"].as_u64())
+                        .unwrap_or(0)
+                })
+                .collect();
+            held.iter().sum::<u64>() == expected
+        },
+    );
     assert!(held[3] > 0, "the new node holds points: {held:?}");
 }

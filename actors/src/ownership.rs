@@ -117,9 +117,7 @@ impl Ring {
         let mut points: Vec<(u64, usize)> = seeds
             .iter()
             .enumerate()
-            .flat_map(|(member, seed)| {
-                (0..vnodes).map(move |i| (vnode_position(seed, i), member))
-            })
+            .flat_map(|(member, seed)| (0..vnodes).map(move |i| (vnode_position(seed, i), member)))
             .collect();
         // Equal positions (astronomically unlikely) resolve by member order.
         points.sort_unstable();

@@ -119,6 +119,9 @@ pub struct Streaming<S, T> {
     runtime: tokio::runtime::Handle,
     pub stats: Arc<StreamingStats>,
     on_left: Option<Box<dyn FnOnce() + Send>>,
+    /// Whether the node can serve reads once it holds its partitions (it
+    /// has what else it needs, such as the series index).
+    can_serve: Box<dyn Fn() -> bool + Send>,
     last: Option<Arc<Topology>>,
     /// Superseded topologies whose writes may still be in flight.
     older: Vec<Arc<Topology>>,
@@ -144,6 +147,7 @@ impl<S: RangeStore, T: AeTransport> Streaming<S, T> {
         store: Arc<S>,
         runtime: tokio::runtime::Handle,
         on_left: Box<dyn FnOnce() + Send>,
+        can_serve: Box<dyn Fn() -> bool + Send>,
     ) -> Streaming<S, T> {
         Streaming {
             config,
@@ -154,6 +158,7 @@ impl<S: RangeStore, T: AeTransport> Streaming<S, T> {
             runtime,
             stats: Arc::new(StreamingStats::default()),
             on_left: Some(on_left),
+            can_serve,
             last: None,
             older: Vec::new(),
             announced: None,
@@ -238,6 +243,7 @@ impl<S: RangeStore, T: AeTransport> Streaming<S, T> {
             && self.synced != Some(plan)
             && self.syncing.is_none()
             && barrier
+            && (self.can_serve)()
         {
             self.start_sync(topology.clone(), gains, ctx);
         }
@@ -281,7 +287,12 @@ impl<S: RangeStore, T: AeTransport> Streaming<S, T> {
         }
     }
 
-    fn start_sync(&mut self, topology: Arc<Topology>, gains: PartitionSet, ctx: &mut Context<Self>) {
+    fn start_sync(
+        &mut self,
+        topology: Arc<Topology>,
+        gains: PartitionSet,
+        ctx: &mut Context<Self>,
+    ) {
         let plan = topology.plan;
         self.syncing = Some(plan);
         let me = self.config.node_id.clone();
@@ -372,7 +383,8 @@ impl<S: RangeStore, T: AeTransport> Streaming<S, T> {
         });
         ctx.spawn(
             actix::fut::wrap_future::<_, Self>(work).map(move |result, _actor, ctx| {
-                let result = result.unwrap_or_else(|error| Err(format!("stream task failed: {error}")));
+                let result =
+                    result.unwrap_or_else(|error| Err(format!("stream task failed: {error}")));
                 ctx.notify(SyncDone { plan, result });
             }),
         );
@@ -440,7 +452,8 @@ impl<S: RangeStore, T: AeTransport> Streaming<S, T> {
                     continue;
                 }
                 let mut set = PartitionSet::default();
-                held.iter().for_each(|leaf| set.insert(leaf.partition as usize));
+                held.iter()
+                    .for_each(|leaf| set.insert(leaf.partition as usize));
                 dropped += store
                     .drop_partitions(&group, &set)
                     .map_err(|e| e.to_string())?;
@@ -449,7 +462,8 @@ impl<S: RangeStore, T: AeTransport> Streaming<S, T> {
         });
         ctx.spawn(
             actix::fut::wrap_future::<_, Self>(work).map(move |result, _actor, ctx| {
-                let result = result.unwrap_or_else(|error| Err(format!("cleanup task failed: {error}")));
+                let result =
+                    result.unwrap_or_else(|error| Err(format!("cleanup task failed: {error}")));
                 ctx.notify(CleanupDone { plan, result });
             }),
         );
@@ -535,9 +549,14 @@ impl<S: RangeStore, T: AeTransport> Handler<CleanupDone> for Streaming<S, T> {
             Ok(points) => {
                 self.cleaned = Some(plan);
                 if points > 0 {
-                    tracing::info!(points, "cleanup: deleted the points of partitions this node no longer holds");
+                    tracing::info!(
+                        points,
+                        "cleanup: deleted the points of partitions this node no longer holds"
+                    );
                 }
-                self.stats.points_cleaned.fetch_add(points, Ordering::Relaxed);
+                self.stats
+                    .points_cleaned
+                    .fetch_add(points, Ordering::Relaxed);
             }
             Err(error) => tracing::warn!(%error, "cleanup failed; it runs again"),
         }

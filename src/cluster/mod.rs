@@ -28,8 +28,8 @@ use std::time::Duration;
 use dynaflux_actors::anti_entropy::{self, AeStats, AntiEntropy, RepairNow, RoundReport};
 use dynaflux_actors::membership::{self, MembershipConfig, NodeState};
 use dynaflux_actors::ownership::{Ownership, OwnershipConfig, KEY_REPLACES, REMOVED_PREFIX};
-use dynaflux_actors::streaming::{MoveStatus, Streaming, StreamingConfig, StreamingStats};
 use dynaflux_actors::rpc::{self, Client, ServerStats};
+use dynaflux_actors::streaming::{MoveStatus, Streaming, StreamingConfig, StreamingStats};
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -88,7 +88,7 @@ pub struct Cluster {
     left: watch::Receiver<bool>,
     /// A joining node copies the series index from a peer before it
     /// serves: until then it could not plan a query.
-    catalog_needed: std::sync::atomic::AtomicBool,
+    catalog_needed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -192,6 +192,21 @@ pub struct HintQueue {
     pub oldest_age_ms: u64,
 }
 
+/// Refuse to start a node that has left the cluster (decommissioned): it
+/// must come back as a new member, on an empty data directory.
+pub fn check_not_left(config: &Config, node_id: &str) -> Result<(), String> {
+    let members = dynaflux_actors::ownership::load_members(
+        &config.node.data_dir.join("cluster_members.json"),
+    );
+    match members.get(node_id) {
+        Some(me) if me.state == NodeState::Left => Err(format!(
+            "node {node_id} has left the cluster (decommissioned); to start it again as a new member, wipe its data directory ({})",
+            config.node.data_dir.display()
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The RPC runtime and listener, made before the actix system starts.
 pub struct Prepared {
     runtime: tokio::runtime::Runtime,
@@ -270,12 +285,6 @@ impl Prepared {
             }
             None => (NodeState::Normal, std::collections::BTreeMap::new()),
         };
-        if state == NodeState::Left {
-            anyhow::bail!(
-                "node {node_id} has left the cluster (decommissioned); to start it again as a new member, wipe its data directory ({})",
-                config.node.data_dir.display()
-            );
-        }
         match (&config.cluster.replace, remembered.get(node_id)) {
             (Some(target), None) => {
                 keys.insert(KEY_REPLACES.to_string(), target.clone());
@@ -285,7 +294,9 @@ impl Prepared {
             }
             _ => {}
         }
-        let catalog_needed = state == NodeState::Joining;
+        let catalog_needed = Arc::new(std::sync::atomic::AtomicBool::new(
+            state == NodeState::Joining,
+        ));
         let membership = membership::start(MembershipConfig {
             node_id: node_id.to_string(),
             generation,
@@ -357,6 +368,10 @@ impl Prepared {
             Box::new(move || {
                 let _ = left_sender.send(true);
             }),
+            {
+                let needed = catalog_needed.clone();
+                Box::new(move || !needed.load(std::sync::atomic::Ordering::Acquire))
+            },
         );
         let streaming_stats = streaming.stats.clone();
         actix::Actor::start(streaming);
@@ -407,7 +422,7 @@ impl Prepared {
             tombstone_grace: config.anti_entropy.tombstone_grace,
             streaming: streaming_stats,
             left,
-            catalog_needed: std::sync::atomic::AtomicBool::new(catalog_needed),
+            catalog_needed,
         };
         let cluster = Arc::new(cluster);
         runtime.spawn(schema_exchange(Arc::downgrade(&cluster)));
@@ -499,7 +514,8 @@ impl Cluster {
             ));
         }
         tracing::warn!(node = %self.node_id, "decommission: leaving the cluster, handing every range off");
-        self.membership.do_send(membership::SetState(NodeState::Leaving));
+        self.membership
+            .do_send(membership::SetState(NodeState::Leaving));
         Ok(())
     }
 
@@ -623,7 +639,10 @@ impl Cluster {
                     live: member.live,
                     http_addr: member.http_addr,
                     rpc_addr: member.rpc_addr,
-                    synced: member.keys.get(dynaflux_actors::ownership::KEY_SYNCED).cloned(),
+                    synced: member
+                        .keys
+                        .get(dynaflux_actors::ownership::KEY_SYNCED)
+                        .cloned(),
                 })
                 .collect(),
             plan: format!("{:016x}", topology.plan),
@@ -1106,7 +1125,10 @@ fn handle_blocking(
         Request::Catalog => {
             let mut out = Vec::new();
             for db in storage.database_names() {
-                out.push((db.clone(), storage.catalog_series(&db).map_err(|e| e.to_string())?));
+                out.push((
+                    db.clone(),
+                    storage.catalog_series(&db).map_err(|e| e.to_string())?,
+                ));
             }
             Ok(Response::Catalog(out))
         }
@@ -1281,7 +1303,10 @@ async fn schema_exchange(cluster: std::sync::Weak<Cluster>) {
                 .load(std::sync::atomic::Ordering::Acquire),
             None => return,
         };
-        let pause = if synced {
+        let copying = cluster
+            .upgrade()
+            .is_some_and(|c| c.catalog_needed.load(std::sync::atomic::Ordering::Acquire));
+        let pause = if synced && !copying {
             Duration::from_secs(2).saturating_sub(last.elapsed())
         } else {
             Duration::from_millis(50)

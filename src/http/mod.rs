@@ -58,7 +58,10 @@ pub fn configure(state: Arc<ApiState>) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/health", web::get().to(ping::health))
             .route("/cluster", web::get().to(cluster_status))
             .route("/cluster/repair", web::post().to(cluster_repair))
-            .route("/cluster/decommission", web::post().to(cluster_decommission))
+            .route(
+                "/cluster/decommission",
+                web::post().to(cluster_decommission),
+            )
             .route("/cluster/remove", web::post().to(cluster_remove))
             .route("/metrics", web::get().to(metrics::metrics));
     }
@@ -126,7 +129,10 @@ async fn cluster_remove(
         return error_json(404, "this node runs without the cluster machinery");
     };
     let Some(node) = query.get("node").filter(|n| !n.is_empty()) else {
-        return error_json(400, "missing parameter: node (the id of the member to remove)");
+        return error_json(
+            400,
+            "missing parameter: node (the id of the member to remove)",
+        );
     };
     match cluster.remove(node) {
         Ok(message) => actix_web::HttpResponse::Accepted()

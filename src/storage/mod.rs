@@ -506,10 +506,8 @@ impl Storage {
     pub fn catalog_series(&self, db: &str) -> Result<Vec<CatalogSeries>, StorageError> {
         let mut out = Vec::new();
         for measurement in self.measurements(db)? {
-            let fields: Vec<(String, FieldType)> = self
-                .field_types(db, &measurement)?
-                .into_iter()
-                .collect();
+            let fields: Vec<(String, FieldType)> =
+                self.field_types(db, &measurement)?.into_iter().collect();
             if fields.is_empty() {
                 continue;
             }

@@ -1,0 +1,256 @@
+//! Nodes leave, die and are replaced, and every point stays answered:
+//! decommission (RF 1: the leaving node's data must move or be lost),
+//! `cluster remove` of a dead node, the same by `offline_threshold` with
+//! no command, and a replacement for a node whose disk is gone.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{encode, get_query, post_query, request, wait_until, TestCluster};
+
+/// 2020-01-01T00:00:00Z, in seconds.
+const T0: i64 = 1_577_836_800;
+
+fn count(url: &str) -> Result<i64, String> {
+    let (status, body) = get_query(url, &[("db", "db"), ("q", "SELECT count(v) FROM m")]);
+    if status != 200 {
+        return Err(format!("{status}: {body}"));
+    }
+    Ok(body["results"][0]["series"][0]["values"][0][1]
+        .as_i64()
+        .unwrap_or(0))
+}
+
+/// `points` points over 50 series, written at consistency `all`.
+fn load(cluster: &TestCluster, points: usize) {
+    assert_eq!(post_query(&cluster.url(0), "CREATE DATABASE db").0, 200);
+    wait_until(
+        "the database on every node",
+        Duration::from_secs(30),
+        || (0..cluster.nodes.len()).all(|i| count(&cluster.url(i)).is_ok()),
+    );
+    let mut body = String::new();
+    for i in 0..points {
+        body.push_str(&format!(
+            "m,s=s{} v={i}i {}\n",
+            i % 50,
+            T0 + (i / 50) as i64
+        ));
+    }
+    let url = format!(
+        "{}/write?{}",
+        cluster.url(0),
+        encode(&[("db", "db"), ("precision", "s"), ("consistency", "all")])
+    );
+    let (status, text) = request("POST", &url, Some((body.as_bytes(), "text/plain")));
+    assert_eq!(status, 204, "{text}");
+}
+
+fn dynaflux(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_dynaflux"))
+        .args(args)
+        .output()
+        .expect("run dynaflux")
+}
+
+fn assert_all_answered(cluster: &TestCluster, nodes: &[usize], points: i64, when: &str) {
+    for &i in nodes {
+        assert_eq!(count(&cluster.url(i)), Ok(points), "node {} {when}", i + 1);
+    }
+}
+
+fn wait_removed(cluster: &TestCluster, nodes: &[usize], id: &str) {
+    wait_until(
+        &format!("{id} removed everywhere"),
+        Duration::from_secs(120),
+        || {
+            nodes.iter().all(|&i| {
+                cluster.nodes[i].state_of(id) == "removed"
+                    && cluster.nodes[i].cluster_status()["moving"] == false
+            })
+        },
+    );
+}
+
+/// With `remaining` running, kill each in turn: the others answer every point.
+fn kill_each_in_turn(cluster: &mut TestCluster, remaining: &[usize], points: i64) {
+    for &down in remaining {
+        cluster.nodes[down].kill9();
+        let others: Vec<usize> = remaining.iter().copied().filter(|i| *i != down).collect();
+        assert_all_answered(
+            cluster,
+            &others,
+            points,
+            &format!("with node {} down", down + 1),
+        );
+        cluster.nodes[down].restart();
+        cluster.wait_live(remaining.len());
+    }
+}
+
+#[test]
+fn decommission_hands_every_range_off_and_exits() {
+    const POINTS: i64 = 30_000;
+    let env = [("DYNAFLUX_CLUSTER__CLEANUP_DELAY", "1s")];
+    let mut cluster = TestCluster::start_with(3, 1, &env);
+    load(&cluster, POINTS as usize);
+    assert_all_answered(&cluster, &[0, 1, 2], POINTS, "before");
+    // RF 1: node 3's points exist nowhere else until they are streamed.
+    let out = dynaflux(&["cluster", "decommission", "--url", &cluster.url(2)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("has left"));
+    let status = cluster.nodes[2].wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "a decommissioned node exits 0: {status}");
+    wait_until("node-3 left everywhere", Duration::from_secs(30), || {
+        (0..2).all(|i| cluster.nodes[i].state_of("node-3") == "left")
+    });
+    assert_all_answered(&cluster, &[0, 1], POINTS, "after node 3 left");
+    // A left node does not come back as itself.
+    let restarted = Command::new(env!("CARGO_BIN_EXE_dynaflux"))
+        .args([
+            "serve",
+            "--data-dir",
+            &cluster.nodes[2].data_dir.display().to_string(),
+        ])
+        .env("DYNAFLUX_NODE__ID", "node-3")
+        .output()
+        .expect("run");
+    assert!(!restarted.status.success());
+    assert!(
+        String::from_utf8_lossy(&restarted.stderr).contains("has left the cluster"),
+        "{}",
+        String::from_utf8_lossy(&restarted.stderr)
+    );
+    // A new node joins, then node 1 leaves the same way.
+    let joined = cluster.add_node(&[]);
+    wait_until("node-4 normal", Duration::from_secs(120), || {
+        [0, 1, joined]
+            .iter()
+            .all(|&i| cluster.nodes[i].state_of("node-4") == "normal")
+    });
+    cluster.wait_live(3);
+    let out = dynaflux(&["cluster", "decommission", "--url", &cluster.url(0)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(cluster.nodes[0]
+        .wait_exit(Duration::from_secs(60))
+        .success());
+    wait_until("node-1 left everywhere", Duration::from_secs(30), || {
+        [1, joined]
+            .iter()
+            .all(|&i| cluster.nodes[i].state_of("node-1") == "left")
+    });
+    assert_all_answered(&cluster, &[1, joined], POINTS, "after node 1 left");
+    // The only member left cannot leave: nobody would hold its data.
+    let (status, body) = request(
+        "POST",
+        &format!("{}/cluster/decommission", cluster.url(1)),
+        None,
+    );
+    assert_eq!(status, 202, "{body}");
+    wait_until(
+        "node-2 leaving as node 4 sees it",
+        Duration::from_secs(30),
+        || {
+            let state = cluster.nodes[joined].state_of("node-2");
+            state == "leaving" || state == "left"
+        },
+    );
+    let (status, body) = request(
+        "POST",
+        &format!("{}/cluster/decommission", cluster.url(joined)),
+        None,
+    );
+    assert_eq!(status, 409, "{body}");
+}
+
+#[test]
+fn a_dead_node_is_removed_and_its_ranges_get_their_copies_back() {
+    const POINTS: i64 = 40_000;
+    let mut cluster = TestCluster::start(4, 2);
+    load(&cluster, POINTS as usize);
+    // Refused while the node is live, and for a node nobody knows.
+    let out = dynaflux(&["cluster", "remove", "--url", &cluster.url(0), "node-4"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is live"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (status, _) = request(
+        "POST",
+        &format!("{}/cluster/remove?node=nobody", cluster.url(0)),
+        None,
+    );
+    assert_eq!(status, 404);
+    cluster.nodes[3].kill9();
+    wait_until("node-4 down", Duration::from_secs(30), || {
+        cluster.nodes[0].live_members().len() == 3
+    });
+    let out = dynaflux(&["cluster", "remove", "--url", &cluster.url(0), "node-4"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_removed(&cluster, &[0, 1, 2], "node-4");
+    kill_each_in_turn(&mut cluster, &[0, 1, 2], POINTS);
+}
+
+#[test]
+fn offline_threshold_removes_a_dead_node_with_no_command() {
+    const POINTS: i64 = 40_000;
+    let env = [("DYNAFLUX_CLUSTER__OFFLINE_THRESHOLD", "10s")];
+    let mut cluster = TestCluster::start_with(4, 2, &env);
+    load(&cluster, POINTS as usize);
+    cluster.nodes[3].kill9();
+    wait_removed(&cluster, &[0, 1, 2], "node-4");
+    let removals: u64 = (0..3)
+        .map(|i| {
+            cluster.nodes[i].cluster_status()["local"]["auto_removals"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(removals, 1, "one node decided, once");
+    kill_each_in_turn(&mut cluster, &[0, 1, 2], POINTS);
+}
+
+#[test]
+fn a_replacement_takes_over_a_node_whose_disk_is_gone() {
+    const POINTS: i64 = 30_000;
+    let mut cluster = TestCluster::start(3, 3);
+    load(&cluster, POINTS as usize);
+    cluster.nodes[2].kill9();
+    std::fs::remove_dir_all(&cluster.nodes[2].data_dir).expect("wipe node 3");
+    let new = cluster.add_node(&[("DYNAFLUX_CLUSTER__REPLACE", "node-3")]);
+    wait_until(
+        "node-4 normal and node-3 removed",
+        Duration::from_secs(120),
+        || {
+            [0, 1, new].iter().all(|&i| {
+                cluster.nodes[i].state_of("node-4") == "normal"
+                    && cluster.nodes[i].state_of("node-3") == "removed"
+                    && cluster.nodes[i].cluster_status()["moving"] == false
+            })
+        },
+    );
+    // The other replicas of its ranges gone: the new node alone has it all.
+    cluster.nodes[0].kill9();
+    cluster.nodes[1].kill9();
+    assert_eq!(
+        count(&cluster.url(new)),
+        Ok(POINTS),
+        "{}",
+        cluster.nodes[new].log_text()
+    );
+}
