@@ -104,6 +104,9 @@ pub struct ClusterConfig {
     /// replication factor remain). Default: none (never).
     #[serde(with = "humantime_serde")]
     pub offline_threshold: Option<Duration>,
+    /// A new node joins the ring by itself (true), or waits for
+    /// `dynaflux cluster add-node` (false). Default: true.
+    pub auto_join: bool,
     /// After a move, how long nothing must move before each node deletes
     /// the partitions it no longer holds. Default: 10m.
     #[serde(with = "humantime_serde")]
@@ -257,6 +260,7 @@ impl Default for ClusterConfig {
             rpc_timeout: Duration::from_secs(10),
             replace: None,
             offline_threshold: None,
+            auto_join: true,
             cleanup_delay: Duration::from_secs(600),
         }
     }

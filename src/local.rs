@@ -407,3 +407,38 @@ pub fn remove(url: &str, id: &str) -> Result<String, String> {
         std::thread::sleep(Duration::from_secs(1));
     }
 }
+
+/// `dynaflux cluster add-node`: let the node at `address` (started with
+/// `cluster.auto_join = false`) join, asking the node at `url`; prints
+/// progress until it is normal.
+pub fn add_node(url: &str, address: &str) -> Result<String, String> {
+    let base = url.trim_end_matches('/');
+    let mut serializer = form_urlencoded::Serializer::new(String::new());
+    serializer.append_pair("addr", address);
+    let answer = post(&format!("{base}/cluster/add-node?{}", serializer.finish()))?;
+    let id = answer["node"].as_str().unwrap_or("?").to_string();
+    println!("{id}: admitted; it streams its ranges in");
+    let started = std::time::Instant::now();
+    loop {
+        let body = get_cluster(base)?;
+        let state = body["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["id"] == id.as_str())
+            .and_then(|m| m["state"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        if state == "normal" && body["moving"] == false {
+            return Ok(format!(
+                "{id} is normal: it serves its ranges ({}s)\n",
+                started.elapsed().as_secs()
+            ));
+        }
+        println!(
+            "[{:>4}s] {}",
+            started.elapsed().as_secs(),
+            progress_line(&body)
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}

@@ -86,6 +86,15 @@ enum ClusterAction {
         #[arg(long)]
         url: String,
     },
+    /// Let a node started with `cluster.auto_join = false` join (as
+    /// `influxd-ctl add-data`); prints progress until it is normal.
+    AddNode {
+        /// The HTTP address of any live member.
+        #[arg(long, default_value = "http://127.0.0.1:8086")]
+        url: String,
+        /// The new node's id, or its HTTP or RPC address (host:port).
+        addr: String,
+    },
     /// Take a dead node out of the ring: the other replicas of its ranges
     /// copy them to their new owners. Refused while the node is live.
     Remove {
@@ -144,6 +153,9 @@ fn main() -> ExitCode {
             let (name, result) = match action {
                 ClusterAction::Decommission { url } => {
                     ("decommission", dynaflux::local::decommission(&url))
+                }
+                ClusterAction::AddNode { url, addr } => {
+                    ("add-node", dynaflux::local::add_node(&url, &addr))
                 }
                 ClusterAction::Remove { url, node_id } => {
                     ("remove", dynaflux::local::remove(&url, &node_id))

@@ -264,6 +264,11 @@ pub const KEY_PLAN: &str = "plan";
 pub const KEY_SYNCED: &str = "synced";
 /// Gossip key of a node started to replace another: the replaced node's id.
 pub const KEY_REPLACES: &str = "replaces";
+/// Gossip key of a new node started with `cluster.auto_join = false`: it
+/// takes no ranges until a member announces `admit:<id>`.
+pub const KEY_AWAITING: &str = "awaiting";
+/// Gossip key prefix: `admit:<id>` lets a waiting node join.
+pub const ADMIT_PREFIX: &str = "admit:";
 /// Gossip key prefix: `removed:<id>` is `removing` (its ranges are being
 /// copied to their new owners) or `removed` (done).
 pub const REMOVED_PREFIX: &str = "removed:";
@@ -389,6 +394,16 @@ pub fn layout(members: &BTreeMap<String, MemberView>, vnodes: u32, rf: usize) ->
             }
         }
     }
+    let admitted: BTreeSet<&str> = members
+        .values()
+        .flat_map(|m| m.keys.keys())
+        .filter_map(|key| key.strip_prefix(ADMIT_PREFIX))
+        .collect();
+    let waiting = |id: &String, member: &MemberView| {
+        member.state == NodeState::Joining
+            && member.keys.contains_key(KEY_AWAITING)
+            && !admitted.contains(id.as_str())
+    };
     let removed: BTreeSet<String> = removal
         .iter()
         .filter(|(_, done)| **done)
@@ -419,6 +434,7 @@ pub fn layout(members: &BTreeMap<String, MemberView>, vnodes: u32, rf: usize) ->
             matches!(m.state, NodeState::Normal | NodeState::Joining)
                 && !removed.contains(*id)
                 && !removing.contains(*id)
+                && !waiting(id, m)
         })
         .map(|(id, m)| (id.clone(), seed(id, m)))
         .collect();
@@ -953,6 +969,123 @@ mod tests {
             }))
             .expect("send");
         assert!(next(&mut topology).await.ready, "readiness is latched");
+    }
+
+    fn view(state: crate::membership::NodeState, keys: &[(&str, &str)]) -> MemberView {
+        MemberView {
+            rpc_addr: "127.0.0.1:1".parse().expect("address"),
+            http_addr: "127.0.0.1:1".parse().expect("address"),
+            live: true,
+            state,
+            keys: keys
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_joining_node_is_written_to_but_not_read_and_gains_only_its_share() {
+        use crate::membership::NodeState::{Joining, Normal};
+        let mut members: BTreeMap<String, MemberView> = (1..=3)
+            .map(|i| (format!("node-{i}"), view(Normal, &[])))
+            .collect();
+        let stable = layout(&members, 64, 2);
+        assert_eq!(stable.current, stable.future);
+        members.insert("node-4".into(), view(Joining, &[]));
+        let moving = layout(&members, 64, 2);
+        assert_ne!(moving.plan, stable.plan);
+        assert_eq!(moving.current.members(), ["node-1", "node-2", "node-3"]);
+        assert_eq!(moving.future, Ring::new(nodes(4), 64, 2));
+        let placement = Placement::new(&moving.current, &moving.future);
+        let mut moved = 0;
+        for partition in 0..PARTITIONS {
+            let token = *partition_tokens(partition).start();
+            let set = &placement.sets()[placement.set_of(token).expect("set")];
+            let current = moving.current.partition_replicas(partition);
+            let future = moving.future.partition_replicas(partition);
+            // Every current and future replica is written to.
+            for id in current.iter().chain(future) {
+                assert!(set.targets.contains(id));
+            }
+            if future.iter().any(|r| r == "node-4") {
+                moved += 1;
+                assert_eq!(set.groups.len(), 2, "both lists must meet the level");
+                // Only node-4 gains: the others only lose.
+                for id in future.iter().filter(|id| *id != "node-4") {
+                    assert!(current.contains(id));
+                }
+            } else {
+                assert_eq!(set.groups.len(), 1);
+                assert_eq!(current, future);
+            }
+        }
+        // About RF / N of the partitions move (2/4 here).
+        assert!(
+            moved > PARTITIONS / 3 && moved < PARTITIONS * 2 / 3,
+            "{moved}"
+        );
+        members.insert("node-4".into(), view(Normal, &[]));
+        assert_eq!(layout(&members, 64, 2).current, Ring::new(nodes(4), 64, 2));
+    }
+
+    #[test]
+    fn removal_and_replacement_come_from_keys_any_member_gossips() {
+        use crate::membership::NodeState::{Joining, Leaving, Normal};
+        let mut members: BTreeMap<String, MemberView> = (1..=4)
+            .map(|i| (format!("node-{i}"), view(Normal, &[])))
+            .collect();
+        members.insert(
+            "node-1".into(),
+            view(Normal, &[("removed:node-4", "removing")]),
+        );
+        let removing = layout(&members, 64, 2);
+        assert!(removing.removing.contains("node-4"));
+        assert_eq!(
+            removing.current.members().len(),
+            4,
+            "still read until copied"
+        );
+        assert_eq!(removing.future.members(), ["node-1", "node-2", "node-3"]);
+        // Another node saying "removed" wins over "removing".
+        members.insert(
+            "node-2".into(),
+            view(Normal, &[("removed:node-4", "removed")]),
+        );
+        let removed = layout(&members, 64, 2);
+        assert!(removed.removed.contains("node-4") && removed.removing.is_empty());
+        assert_eq!(removed.current, removed.future);
+        // A replacement takes the dead node's positions: the same partitions.
+        let mut members: BTreeMap<String, MemberView> = (1..=3)
+            .map(|i| (format!("node-{i}"), view(Normal, &[])))
+            .collect();
+        members.insert("node-5".into(), view(Joining, &[("replaces", "node-3")]));
+        let replacing = layout(&members, 64, 2);
+        assert!(replacing.removing.contains("node-3"));
+        for partition in 0..PARTITIONS {
+            let before: Vec<String> = replacing
+                .current
+                .partition_replicas(partition)
+                .iter()
+                .map(|r| {
+                    if r == "node-3" {
+                        "node-5".to_string()
+                    } else {
+                        r.clone()
+                    }
+                })
+                .collect();
+            let mut after = replacing.future.partition_replicas(partition).to_vec();
+            let mut before_sorted = before.clone();
+            before_sorted.sort();
+            after.sort();
+            assert_eq!(before_sorted, after, "partition {partition}");
+        }
+        // A leaving node is read, not written to in the future ring.
+        members.insert("node-2".into(), view(Leaving, &[]));
+        let leaving = layout(&members, 64, 2);
+        assert!(leaving.current.members().contains(&"node-2".to_string()));
+        assert!(!leaving.future.members().contains(&"node-2".to_string()));
     }
 
     proptest! {

@@ -429,12 +429,7 @@ impl<S: RangeStore, T: AeTransport> Streaming<S, T> {
         let me = self.config.node_id.clone();
         let mut foreign = PartitionSet::default();
         for partition in 0..PARTITIONS {
-            if !topology
-                .ring
-                .partition_replicas(partition)
-                .iter()
-                .any(|r| *r == me)
-            {
+            if !topology.ring.partition_replicas(partition).contains(&me) {
                 foreign.insert(partition);
             }
         }

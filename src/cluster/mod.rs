@@ -285,6 +285,12 @@ impl Prepared {
             }
             None => (NodeState::Normal, std::collections::BTreeMap::new()),
         };
+        if !config.cluster.auto_join && !remembered.contains_key(node_id) && has_seeds {
+            keys.insert(
+                dynaflux_actors::ownership::KEY_AWAITING.to_string(),
+                "add-node".to_string(),
+            );
+        }
         match (&config.cluster.replace, remembered.get(node_id)) {
             (Some(target), None) => {
                 keys.insert(KEY_REPLACES.to_string(), target.clone());
@@ -553,6 +559,39 @@ impl Cluster {
             Some("removing".to_string()),
         )]));
         Ok(format!("{id} is being removed"))
+    }
+
+    /// Let the waiting node at `address` (its id, or its HTTP, RPC or
+    /// gossip address) join: it was started with `cluster.auto_join =
+    /// false`. Answers its id.
+    pub fn add_node(&self, address: &str) -> Result<String, (u16, String)> {
+        let topology = self.topology();
+        let found = topology.members.iter().find(|(id, member)| {
+            id.as_str() == address
+                || member.http_addr.to_string() == address
+                || member.rpc_addr.to_string() == address
+                || format!("http://{}", member.http_addr) == address.trim_end_matches('/')
+        });
+        let Some((id, member)) = found else {
+            return Err((
+                404,
+                format!("no node at {address:?} has gossiped with this cluster: start it with cluster.seeds naming a member"),
+            ));
+        };
+        if !member
+            .keys
+            .contains_key(dynaflux_actors::ownership::KEY_AWAITING)
+            || topology.future.members().contains(id)
+            || member.state != NodeState::Joining
+        {
+            return Ok(id.clone());
+        }
+        tracing::warn!(node = %id, "add-node: admitting a new node; it streams its ranges in");
+        self.membership.do_send(membership::SetKeys(vec![(
+            format!("{}{id}", dynaflux_actors::ownership::ADMIT_PREFIX),
+            Some("1".to_string()),
+        )]));
+        Ok(id.clone())
     }
 
     /// The current move as this node streams it, if any.
@@ -1337,11 +1376,7 @@ async fn schema_exchange(cluster: std::sync::Weak<Cluster>) {
         // before it routed writes here too was not registered here.
         match cluster.state() {
             NodeState::Joining => recopy = true,
-            NodeState::Normal if recopy => {
-                if copy_catalog(&cluster, address).await {
-                    recopy = false;
-                }
-            }
+            NodeState::Normal if recopy && copy_catalog(&cluster, address).await => recopy = false,
             _ => {}
         }
         if cluster

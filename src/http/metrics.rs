@@ -43,6 +43,9 @@ pub struct Metrics {
     ae_last_round_finished: Gauge,
     read_repair_reads: Gauge,
     read_repair_points: Gauge,
+    points_cleaned: Gauge,
+    auto_removals: Gauge,
+    members_moving: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -77,6 +80,9 @@ impl Default for Metrics {
             ae_last_round_finished: Gauge::default(),
             read_repair_reads: Gauge::default(),
             read_repair_points: Gauge::default(),
+            points_cleaned: Gauge::default(),
+            auto_removals: Gauge::default(),
+            members_moving: Gauge::default(),
         };
         registry.register(
             "write_requests",
@@ -188,6 +194,21 @@ impl Default for Metrics {
             "Points written back to stale replicas by read repair, since start",
             metrics.read_repair_points.clone(),
         );
+        registry.register(
+            "points_cleaned",
+            "Points deleted by cleanup after moves (partitions this node no longer holds), since start",
+            metrics.points_cleaned.clone(),
+        );
+        registry.register(
+            "auto_removals",
+            "Members removed by cluster.offline_threshold, since start",
+            metrics.auto_removals.clone(),
+        );
+        registry.register(
+            "ring_moving",
+            "1 while ownership moves (a join, decommission, removal or replacement)",
+            metrics.members_moving.clone(),
+        );
         Metrics {
             registry,
             ..metrics
@@ -249,6 +270,9 @@ pub async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
         metrics
             .read_repair_points
             .set(int(status.local.read_repair.points_repaired));
+        metrics.points_cleaned.set(int(status.local.points_cleaned));
+        metrics.auto_removals.set(int(status.local.auto_removals));
+        metrics.members_moving.set(i64::from(status.moving));
         metrics.hint_entries.clear();
         metrics.hint_bytes.clear();
         metrics.hint_oldest_age.clear();

@@ -63,6 +63,7 @@ pub fn configure(state: Arc<ApiState>) -> impl FnOnce(&mut web::ServiceConfig) {
                 web::post().to(cluster_decommission),
             )
             .route("/cluster/remove", web::post().to(cluster_remove))
+            .route("/cluster/add-node", web::post().to(cluster_add_node))
             .route("/metrics", web::get().to(metrics::metrics));
     }
 }
@@ -137,6 +138,27 @@ async fn cluster_remove(
     match cluster.remove(node) {
         Ok(message) => actix_web::HttpResponse::Accepted()
             .json(serde_json::json!({ "node": node, "message": message })),
+        Err((code, error)) => error_json(code, &error),
+    }
+}
+
+/// `POST /cluster/add-node?addr=ADDR`: let a node started with
+/// `cluster.auto_join = false` join.
+async fn cluster_add_node(
+    state: web::Data<ApiState>,
+    query: web::Query<std::collections::HashMap<String, String>>,
+) -> actix_web::HttpResponse {
+    let Some(cluster) = &state.cluster else {
+        return error_json(404, "this node runs without the cluster machinery");
+    };
+    let Some(address) = query.get("addr").filter(|a| !a.is_empty()) else {
+        return error_json(
+            400,
+            "missing parameter: addr (the new node's id or address)",
+        );
+    };
+    match cluster.add_node(address) {
+        Ok(id) => actix_web::HttpResponse::Accepted().json(serde_json::json!({ "node": id })),
         Err((code, error)) => error_json(code, &error),
     }
 }
