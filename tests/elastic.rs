@@ -149,6 +149,26 @@ fn decommission_hands_every_range_off_and_exits() {
             .iter()
             .all(|&i| cluster.nodes[i].state_of("node-1") == "left")
     });
+    if count(&cluster.url(1)) != Ok(POINTS) {
+        for i in [0, 1, joined] {
+            let held = request(
+                "GET",
+                &format!("{}/cluster?points=true", cluster.url(i)),
+                None,
+            )
+            .1;
+            eprintln!("node {}: {:?} {held}", i + 1, count(&cluster.url(i)));
+            for line in cluster.nodes[i].log_text().lines().filter(|l| {
+                l.contains("stream")
+                    || l.contains("clean")
+                    || l.contains("ring changed")
+                    || l.contains("normal")
+                    || l.contains("left")
+            }) {
+                eprintln!("  {line}");
+            }
+        }
+    }
     assert_all_answered(&cluster, &[1, joined], POINTS, "after node 1 left");
     // The only member left cannot leave: nobody would hold its data.
     let (status, body) = request(

@@ -45,6 +45,12 @@ use crate::membership::{Membership, NodeState, SetKeys, SetState};
 use crate::ownership::{Topology, KEY_PLAN, KEY_SYNCED, PARTITIONS, REMOVED_PREFIX};
 use crate::store::{PartitionSet, RangeStore};
 
+/// A member not seen live for this long counts as down (it cannot route
+/// writes, so it need not announce a plan). A node that has just started
+/// sees every peer down until gossip says otherwise: without this grace it
+/// would stream from, and wait for, fewer members than there are.
+const DEAD_GRACE: Duration = Duration::from_secs(10);
+
 /// Partitions per exchange: progress is reported (and a changed plan
 /// noticed) between steps.
 const PARTITIONS_PER_STEP: usize = 256;
@@ -178,17 +184,28 @@ impl<S: RangeStore, T: AeTransport> Streaming<S, T> {
         self.membership.do_send(SetKeys(keys));
     }
 
-    /// Whether every live member (not left) announced `plan`.
+    /// Whether `id` has been down for at least [`DEAD_GRACE`].
+    fn settled_down(&self, topology: &Topology, id: &str) -> bool {
+        !topology.members.get(id).is_some_and(|m| m.live)
+            && self
+                .down_since
+                .get(id)
+                .is_some_and(|since| since.elapsed() >= DEAD_GRACE)
+    }
+
+    /// Whether every member that may route writes (not left, not removed,
+    /// not down for good) announced `plan`.
     fn all_announced(&self, topology: &Topology, plan: u64) -> bool {
         let plan = hex(plan);
         topology.members.iter().all(|(id, member)| {
             if *id == self.config.node_id {
                 return self.announced.map(hex).as_deref() == Some(plan.as_str());
             }
-            !member.live
-                || member.state == NodeState::Left
+            member.state == NodeState::Left
                 || topology.removed.contains(id)
+                || topology.removing.contains(id)
                 || member.keys.get(KEY_PLAN) == Some(&plan)
+                || self.settled_down(topology, id)
         })
     }
 
@@ -204,6 +221,14 @@ impl<S: RangeStore, T: AeTransport> Streaming<S, T> {
         if self.older.is_empty() && self.announced != Some(topology.plan) {
             self.announced = Some(topology.plan);
             self.set_keys(vec![(KEY_PLAN.to_string(), Some(hex(topology.plan)))]);
+        }
+        let now = Instant::now();
+        for (id, member) in &topology.members {
+            if member.live {
+                self.down_since.remove(id);
+            } else {
+                self.down_since.entry(id.clone()).or_insert(now);
+            }
         }
         if !topology.ready {
             return;
@@ -244,6 +269,9 @@ impl<S: RangeStore, T: AeTransport> Streaming<S, T> {
             && self.syncing.is_none()
             && barrier
             && (self.can_serve)()
+            // A cleanup planned under the previous plan may delete what
+            // this plan brings in: it finishes first.
+            && !self.cleaning
         {
             self.start_sync(topology.clone(), gains, ctx);
         }
@@ -294,30 +322,60 @@ impl<S: RangeStore, T: AeTransport> Streaming<S, T> {
         ctx: &mut Context<Self>,
     ) {
         let plan = topology.plan;
-        self.syncing = Some(plan);
         let me = self.config.node_id.clone();
-        // Per live current replica, the gained partitions it holds.
+        // Per live current replica, the gained partitions it holds. Every
+        // current replica (but those being removed) is a source: one down
+        // only lately is waited for, and a partition whose every replica is
+        // down waits for one of them to return.
         let mut sources: BTreeMap<String, PartitionSet> = BTreeMap::new();
-        let mut orphaned = 0usize;
+        let mut waiting = 0usize;
+        let mut lost = 0usize;
         for partition in gains.iter() {
-            let replicas = topology.ring.partition_replicas(partition);
-            let mut any = replicas.is_empty();
-            for id in replicas.iter().filter(|id| **id != me) {
+            let replicas: Vec<&String> = topology
+                .ring
+                .partition_replicas(partition)
+                .iter()
+                .filter(|id| **id != me)
+                .collect();
+            let holders: Vec<&String> = replicas
+                .iter()
+                .copied()
+                .filter(|id| !topology.removing.contains(id.as_str()))
+                .collect();
+            if holders.is_empty() {
+                if !replicas.is_empty() {
+                    // Only replicas being removed held it: it is gone.
+                    lost += 1;
+                }
+                continue;
+            }
+            let mut live = 0;
+            for id in holders {
                 if topology.members.get(id).is_some_and(|m| m.live) {
                     sources.entry(id.clone()).or_default().insert(partition);
-                    any = true;
+                    live += 1;
+                } else if !self.settled_down(&topology, id) {
+                    waiting += 1;
                 }
             }
-            if !any {
-                orphaned += 1;
+            if live == 0 {
+                waiting += 1;
             }
         }
-        if orphaned > 0 {
-            tracing::warn!(
-                partitions = orphaned,
-                "no live current replica holds some gained partitions: they come only from replicas that return"
+        if waiting > 0 {
+            tracing::debug!(
+                partitions = waiting,
+                "waiting for the current replicas of gained partitions to be live"
+            );
+            return;
+        }
+        if lost > 0 {
+            tracing::error!(
+                partitions = lost,
+                "gained partitions whose only replicas are being removed: their points are lost"
             );
         }
+        self.syncing = Some(plan);
         let total: u64 = sources.values().map(|p| p.len() as u64).sum();
         tracing::info!(plan = %hex(plan), partitions = gains.len(), sources = sources.len(), "streaming gained partitions");
         let driver = self.driver.clone();
@@ -434,12 +492,18 @@ impl<S: RangeStore, T: AeTransport> Streaming<S, T> {
             }
         }
         let store = self.store.clone();
+        let watch = self.topology.clone();
         let work = self.runtime.spawn_blocking(move || {
             let mut dropped = 0;
             if foreign.is_empty() {
                 return Ok(0);
             }
             for group in store.shard_groups().map_err(|e| e.to_string())? {
+                // A move started meanwhile: what it brings in stays (its
+                // stream waits for this cleanup to end).
+                if watch.borrow().plan != plan {
+                    return Err("the plan changed".to_string());
+                }
                 let held = store
                     .leaves(&group, &foreign, Version::MAX)
                     .map_err(|e| e.to_string())?;
@@ -466,14 +530,6 @@ impl<S: RangeStore, T: AeTransport> Streaming<S, T> {
 
     fn offline_check(&mut self, topology: &Topology) {
         let now = Instant::now();
-        for id in topology.ring.members() {
-            let live = topology.members.get(id).is_some_and(|m| m.live);
-            if live {
-                self.down_since.remove(id);
-            } else {
-                self.down_since.entry(id.clone()).or_insert(now);
-            }
-        }
         let Some(threshold) = self.config.offline_threshold else {
             return;
         };

@@ -14,7 +14,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
-use super::{Cluster, Request, Response};
+use std::sync::Arc;
+
+use super::{Cluster, Request, Response, Topology};
 use crate::config::WriteConsistency;
 use crate::lineproto::{self, Point, Precision};
 use crate::storage::engine::series_token;
@@ -65,10 +67,16 @@ impl Cluster {
         (precision, now): (Precision, i64),
         level: WriteConsistency,
     ) -> Result<WriteOutcome, WriteFailure> {
-        let topology = self.topology();
         // Counted until the write is answered: a new plan is announced
-        // only once no write routed by an older one is in flight.
-        let _inflight = Inflight::new(&topology.inflight);
+        // only once no write routed by an older one is in flight. A
+        // topology replaced between reading and counting is read again.
+        let (topology, _inflight) = loop {
+            let topology = self.topology();
+            let inflight = Inflight::new(&topology);
+            if Arc::ptr_eq(&topology, &self.topology.borrow()) {
+                break (topology, inflight);
+            }
+        };
         let ring = &topology.placement;
         if ring.members().len() <= 1 {
             // A cluster of one is a node.
@@ -333,18 +341,24 @@ impl Cluster {
 }
 
 /// Counts a write in flight on its topology for as long as it lives.
-struct Inflight<'a>(&'a std::sync::atomic::AtomicUsize);
+struct Inflight(Option<Arc<Topology>>);
 
-impl<'a> Inflight<'a> {
-    fn new(counter: &'a std::sync::atomic::AtomicUsize) -> Inflight<'a> {
-        counter.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        Inflight(counter)
+impl Inflight {
+    fn new(topology: &Arc<Topology>) -> Inflight {
+        topology
+            .inflight
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Inflight(Some(topology.clone()))
     }
 }
 
-impl Drop for Inflight<'_> {
+impl Drop for Inflight {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        if let Some(topology) = self.0.take() {
+            topology
+                .inflight
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
     }
 }
 
