@@ -74,11 +74,14 @@ fn wait_removed(cluster: &TestCluster, nodes: &[usize], id: &str) {
     );
 }
 
-/// With `remaining` running, kill each in turn: the others answer every point.
+/// Kill each of `remaining` in turn: the other running nodes answer every
+/// point.
 fn kill_each_in_turn(cluster: &mut TestCluster, remaining: &[usize], points: i64) {
     for &down in remaining {
         cluster.nodes[down].kill9();
-        let others: Vec<usize> = remaining.iter().copied().filter(|i| *i != down).collect();
+        let others: Vec<usize> = (0..cluster.nodes.len())
+            .filter(|i| *i != down && cluster.nodes[*i].is_running())
+            .collect();
         assert_all_answered(
             cluster,
             &others,
@@ -86,7 +89,7 @@ fn kill_each_in_turn(cluster: &mut TestCluster, remaining: &[usize], points: i64
             &format!("with node {} down", down + 1),
         );
         cluster.nodes[down].restart();
-        cluster.wait_live(remaining.len());
+        cluster.wait_live(cluster.nodes.iter().filter(|n| n.is_running()).count());
     }
 }
 
@@ -273,4 +276,66 @@ fn a_replacement_takes_over_a_node_whose_disk_is_gone() {
         "{}",
         cluster.nodes[new].log_text()
     );
+}
+
+#[test]
+fn a_joiner_killed_mid_stream_resumes_after_a_restart() {
+    const POINTS: i64 = 300_000;
+    let mut cluster = TestCluster::start(3, 2);
+    load(&cluster, POINTS as usize);
+    // Slow enough to be caught mid-stream (the points compress to a few KB).
+    let joiner = cluster.add_node(&[("DYNAFLUX_STREAMING__RATE_LIMIT", "1KiB")]);
+    let mut last = serde_json::Value::Null;
+    let caught = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        last = cluster.nodes[joiner].cluster_status()["streaming"].clone();
+        if last["rows_received"].as_u64().unwrap_or(0) > 0 && last["done"] == false {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < caught,
+            "node 4 not caught streaming: {last}\n{}",
+            cluster.nodes[joiner].log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let before = cluster.nodes[joiner].cluster_status()["streaming"].clone();
+    cluster.nodes[joiner].kill9();
+    cluster.nodes[joiner].set_env("DYNAFLUX_STREAMING__RATE_LIMIT", "0");
+    cluster.nodes[joiner].restart();
+    wait_until("node-4 normal everywhere", Duration::from_secs(120), || {
+        (0..4).all(|i| cluster.nodes[i].state_of("node-4") == "normal")
+    });
+    cluster.wait_live(4);
+    let after = cluster.nodes[joiner].cluster_status()["streaming"].clone();
+    eprintln!("before the kill: {before}\nafter the restart: {after}");
+    assert_eq!(after["done"], true, "{after}");
+    kill_each_in_turn(&mut cluster, &[0, 1, 2], POINTS);
+}
+
+#[test]
+fn with_auto_join_off_a_new_node_waits_for_add_node() {
+    const POINTS: i64 = 20_000;
+    let mut cluster = TestCluster::start(3, 2);
+    load(&cluster, POINTS as usize);
+    let waiting = cluster.add_node(&[("DYNAFLUX_CLUSTER__AUTO_JOIN", "false")]);
+    wait_until("node-4 seen joining", Duration::from_secs(30), || {
+        cluster.nodes[0].state_of("node-4") == "joining"
+    });
+    // It takes no ranges by itself.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(cluster.nodes[0].cluster_status()["moving"], false);
+    assert_eq!(cluster.nodes[0].state_of("node-4"), "joining");
+    let out = dynaflux(&["cluster", "add-node", "--url", &cluster.url(0), "node-9"]);
+    assert!(!out.status.success(), "an unknown node is refused");
+    let address = format!("127.0.0.1:{}", cluster.nodes[waiting].port);
+    let out = dynaflux(&["cluster", "add-node", "--url", &cluster.url(0), &address]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("node-4 is normal"));
+    cluster.wait_live(4);
+    kill_each_in_turn(&mut cluster, &[0, 1, 2], POINTS);
 }

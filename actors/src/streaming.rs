@@ -29,7 +29,7 @@
 //! that has been down longer than that (only with more current members
 //! than the replication factor, one at a time).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -139,7 +139,7 @@ pub struct Streaming<S, T> {
     cleaning: bool,
     down_since: HashMap<String, Instant>,
     left_at: Option<Instant>,
-    marked_done: BTreeMap<String, ()>,
+    marked_done: BTreeSet<String>,
     warned_fenced: bool,
 }
 
@@ -175,7 +175,7 @@ impl<S: RangeStore, T: AeTransport> Streaming<S, T> {
             cleaning: false,
             down_since: HashMap::new(),
             left_at: None,
-            marked_done: BTreeMap::new(),
+            marked_done: BTreeSet::new(),
             warned_fenced: false,
         }
     }
@@ -289,19 +289,7 @@ impl<S: RangeStore, T: AeTransport> Streaming<S, T> {
         if !complete {
             return;
         }
-        let mut keys = Vec::new();
-        for removed in &topology.removing {
-            if self.marked_done.insert(removed.clone(), ()).is_none() {
-                tracing::warn!(node = %removed, "removal done: its ranges have their copies again");
-                keys.push((
-                    format!("{REMOVED_PREFIX}{removed}"),
-                    Some("removed".to_string()),
-                ));
-            }
-        }
-        if !keys.is_empty() {
-            self.set_keys(keys);
-        }
+        self.mark_removals_done(topology);
         match state {
             NodeState::Joining if topology.future.members().contains(&me) => {
                 tracing::info!(plan = %plan_hex, "every new range is in: normal");
@@ -312,6 +300,23 @@ impl<S: RangeStore, T: AeTransport> Streaming<S, T> {
                 self.membership.do_send(SetState(NodeState::Left));
             }
             _ => {}
+        }
+    }
+
+    /// Announce every removal under way done (the plan's moves are).
+    fn mark_removals_done(&mut self, topology: &Topology) {
+        let mut keys = Vec::new();
+        for removed in &topology.removing {
+            if self.marked_done.insert(removed.clone()) {
+                tracing::warn!(node = %removed, "removal done: its ranges have their copies again");
+                keys.push((
+                    format!("{REMOVED_PREFIX}{removed}"),
+                    Some("removed".to_string()),
+                ));
+            }
+        }
+        if !keys.is_empty() {
+            self.set_keys(keys);
         }
     }
 
@@ -463,6 +468,9 @@ impl<S: RangeStore, T: AeTransport> Streaming<S, T> {
 
     fn when_stable(&mut self, topology: &Arc<Topology>, ctx: &mut Context<Self>) {
         let plan = topology.plan;
+        // A member removed while it held nothing (a joiner that died before
+        // it was normal) needs no copies: its removal is done.
+        self.mark_removals_done(topology);
         let now = Instant::now();
         let since = match self.stable_since {
             Some((p, since)) if p == plan => since,
