@@ -285,21 +285,19 @@ fn a_joiner_killed_mid_stream_resumes_after_a_restart() {
     load(&cluster, POINTS as usize);
     // Slow enough to be caught mid-stream (the points compress to a few KB).
     let joiner = cluster.add_node(&[("DYNAFLUX_STREAMING__RATE_LIMIT", "1KiB")]);
-    let mut last = serde_json::Value::Null;
     let caught = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        last = cluster.nodes[joiner].cluster_status()["streaming"].clone();
-        if last["rows_received"].as_u64().unwrap_or(0) > 0 && last["done"] == false {
-            break;
+    let before = loop {
+        let stream = cluster.nodes[joiner].cluster_status()["streaming"].clone();
+        if stream["rows_received"].as_u64().unwrap_or(0) > 0 && stream["done"] == false {
+            break stream;
         }
         assert!(
             std::time::Instant::now() < caught,
-            "node 4 not caught streaming: {last}\n{}",
+            "node 4 not caught streaming: {stream}\n{}",
             cluster.nodes[joiner].log_text()
         );
         std::thread::sleep(Duration::from_millis(20));
-    }
-    let before = cluster.nodes[joiner].cluster_status()["streaming"].clone();
+    };
     cluster.nodes[joiner].kill9();
     cluster.nodes[joiner].set_env("DYNAFLUX_STREAMING__RATE_LIMIT", "0");
     cluster.nodes[joiner].restart();
