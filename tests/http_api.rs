@@ -299,3 +299,51 @@ fn time_zones_over_http() {
         )
     );
 }
+
+/// A known path with a method it does not take answers InfluxDB 1.6.7's
+/// 405 with `Allow`; OPTIONS on /write and /query is 200 (CORS preflight);
+/// `SHOW USERS` is InfluxDB's empty table (no users without auth).
+#[test]
+fn wrong_methods_options_and_show_users_as_influxdb() {
+    let target = common::Target::from_env();
+    let url = target.url();
+    for (method, path, allow) in [
+        ("GET", "/write?db=x", "POST, OPTIONS"),
+        ("PUT", "/write?db=x", "POST, OPTIONS"),
+        ("DELETE", "/query?q=x", "GET, OPTIONS, POST"),
+        ("PUT", "/query?q=x", "GET, OPTIONS, POST"),
+        ("POST", "/ping", "GET, HEAD"),
+    ] {
+        let answer = agent().request(method, &format!("{url}{path}")).call();
+        let Err(ureq::Error::Status(405, response)) = answer else {
+            panic!("{method} {path}: {answer:?}");
+        };
+        let mut listed: Vec<String> = response
+            .header("Allow")
+            .unwrap_or_default()
+            .split(", ")
+            .map(str::to_string)
+            .collect();
+        listed.sort();
+        let mut expected: Vec<&str> = allow.split(", ").collect();
+        expected.sort();
+        assert_eq!(listed, expected, "{method} {path}");
+        assert_eq!(
+            response.into_string().expect("body"),
+            "Method Not Allowed\n"
+        );
+    }
+    for path in ["/write", "/query"] {
+        let response = agent()
+            .request("OPTIONS", &format!("{url}{path}"))
+            .call()
+            .expect("options");
+        assert_eq!(response.status(), 200, "OPTIONS {path}");
+    }
+    let (status, body) = common::get_query(&url, &[("q", "SHOW USERS")]);
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        serde_json::json!({"results":[{"statement_id":0,"series":[{"columns":["user","admin"]}]}]})
+    );
+}

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use actix_web::dev::Service;
 use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::Method;
 use actix_web::web;
 
 pub use error::ApiError;
@@ -50,11 +51,25 @@ pub struct ApiState {
 pub fn configure(state: Arc<ApiState>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(web::Data::from(state))
-            .route("/write", web::post().to(write::write))
-            .route("/query", web::get().to(query::query))
-            .route("/query", web::post().to(query::query))
-            .route("/ping", web::get().to(ping::ping))
-            .route("/ping", web::head().to(ping::ping))
+            .service(
+                web::resource("/write")
+                    .route(web::post().to(write::write))
+                    .route(web::method(Method::OPTIONS).to(options))
+                    .default_service(web::to(|| not_allowed("POST, OPTIONS"))),
+            )
+            .service(
+                web::resource("/query")
+                    .route(web::get().to(query::query))
+                    .route(web::post().to(query::query))
+                    .route(web::method(Method::OPTIONS).to(options))
+                    .default_service(web::to(|| not_allowed("GET, OPTIONS, POST"))),
+            )
+            .service(
+                web::resource("/ping")
+                    .route(web::get().to(ping::ping))
+                    .route(web::head().to(ping::ping))
+                    .default_service(web::to(|| not_allowed("GET, HEAD"))),
+            )
             .route("/health", web::get().to(ping::health))
             .route("/cluster", web::get().to(cluster_status))
             .route("/cluster/repair", web::post().to(cluster_repair))
@@ -161,6 +176,20 @@ async fn cluster_add_node(
         Ok(id) => actix_web::HttpResponse::Accepted().json(serde_json::json!({ "node": id })),
         Err((code, error)) => error_json(code, &error),
     }
+}
+
+/// A known path asked with a method it does not take: InfluxDB's 405.
+async fn not_allowed(allow: &'static str) -> actix_web::HttpResponse {
+    actix_web::HttpResponse::MethodNotAllowed()
+        .insert_header(("Allow", allow))
+        .content_type("text/plain; charset=utf-8")
+        .body("Method Not Allowed\n")
+}
+
+/// `OPTIONS /write` and `/query`: 200 with no body, as InfluxDB (CORS
+/// preflight).
+async fn options() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok().finish()
 }
 
 fn error_json(code: u16, error: &str) -> actix_web::HttpResponse {

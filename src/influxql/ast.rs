@@ -17,6 +17,8 @@ pub enum Statement {
         name: String,
     },
     ShowDatabases,
+    /// `SHOW USERS`: no users exist until authentication does.
+    ShowUsers,
     CreateRetentionPolicy {
         name: String,
         database: String,
@@ -638,6 +640,7 @@ impl Display for Statement {
             }
             Statement::DropDatabase { name } => write!(f, "DROP DATABASE {}", Ident(name)),
             Statement::ShowDatabases => f.write_str("SHOW DATABASES"),
+            Statement::ShowUsers => f.write_str("SHOW USERS"),
             Statement::CreateRetentionPolicy {
                 name,
                 database,

@@ -115,6 +115,11 @@ pub fn execute_statement(
                 ..Default::default()
             }]))
         }
+        // As InfluxDB 1.6.7 with no user: the columns, no rows.
+        Statement::ShowUsers => Ok(with_series(vec![ResultSeries {
+            columns: vec!["user".into(), "admin".into()],
+            ..Default::default()
+        }])),
         Statement::CreateRetentionPolicy {
             name,
             database,

@@ -362,6 +362,7 @@ impl<'a> Parser<'a> {
         };
         match keyword.as_str() {
             "DATABASES" => Ok(Statement::ShowDatabases),
+            "USERS" => Ok(Statement::ShowUsers),
             "RETENTION" => {
                 self.expect_keyword("POLICIES")?;
                 Ok(Statement::ShowRetentionPolicies { database: self.on_database()? })
