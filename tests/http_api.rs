@@ -347,3 +347,37 @@ fn wrong_methods_options_and_show_users_as_influxdb() {
         serde_json::json!({"results":[{"statement_id":0,"series":[{"columns":["user","admin"]}]}]})
     );
 }
+
+/// Write errors with InfluxDB 1.6.7's statuses and texts (checked against
+/// it with DYNAFLUX_TEST_URL).
+#[test]
+fn write_errors_as_influxdb() {
+    let target = common::Target::from_env();
+    let url = target.url();
+    assert_eq!(common::post_query(&url, "CREATE DATABASE werr").0, 200);
+    let write = |query: &str, body: &str| {
+        common::request(
+            "POST",
+            &format!("{url}/write?{query}"),
+            Some((body.as_bytes(), "text/plain")),
+        )
+    };
+    let (status, body) = write("db=werr&consistency=bogus", "m v=1");
+    assert_eq!(
+        (status, body.trim()),
+        (400, r#"{"error":"invalid consistency level"}"#)
+    );
+    let (status, body) = write("db=werr&rp=nope", "m v=1");
+    assert_eq!(
+        (status, body.trim()),
+        (500, r#"{"error":"retention policy not found: nope"}"#)
+    );
+    let (status, body) = write("db=werr", "m v=1 abc");
+    assert_eq!(
+        (status, body.trim()),
+        (
+            400,
+            r#"{"error":"unable to parse 'm v=1 abc': bad timestamp"}"#
+        )
+    );
+}

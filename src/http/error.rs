@@ -39,9 +39,12 @@ impl From<StorageError> for ApiError {
             StorageError::DatabaseNotFound(name) => {
                 ApiError::NotFound(format!("database not found: {name:?}"))
             }
-            StorageError::RetentionPolicyNotFound(_)
-            | StorageError::Invalid(_)
-            | StorageError::WriteRejected(_) => ApiError::BadRequest(error.to_string()),
+            // InfluxDB 1.6.7 answers a write to an unknown retention policy
+            // with 500 (clients retry it as a server error); so do we.
+            StorageError::RetentionPolicyNotFound(_) => ApiError::Internal(error.to_string()),
+            StorageError::Invalid(_) | StorageError::WriteRejected(_) => {
+                ApiError::BadRequest(error.to_string())
+            }
             StorageError::Engine(_) => ApiError::Internal(error.to_string()),
             StorageError::Overloaded => ApiError::Unavailable(error.to_string()),
         }

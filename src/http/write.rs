@@ -38,7 +38,8 @@ async fn write_inner(
         .to_string();
     let consistency = match params.non_empty("consistency") {
         Some(level) => WriteConsistency::from_param(level)
-            .ok_or_else(|| ApiError::BadRequest(format!("invalid consistency level: {level}")))?,
+            // InfluxDB's text, without the level.
+            .ok_or_else(|| ApiError::BadRequest("invalid consistency level".into()))?,
         None => state
             .cluster
             .as_ref()
